@@ -1,0 +1,28 @@
+# The two commands: `make run` and `make test` (see README.md). Both run scripts/setup first,
+# which is quick when everything is already installed.
+CAREVOICE_CACHE ?= $(HOME)/.cache/carevoice
+export CAREVOICE_CACHE
+# Cargo's build output stays outside the clone so a fresh clone rebuilds incrementally.
+CARGO_TARGET_DIR ?= $(CAREVOICE_CACHE)/target
+export CARGO_TARGET_DIR
+
+.PHONY: setup build run test lint bench
+setup:
+	scripts/setup
+
+build: setup
+	cargo build --release --bin carevoice
+
+# Starts the server on the embedded default (SQLite in ./data, models from the cache).
+run: build
+	$(CARGO_TARGET_DIR)/release/carevoice serve
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+test: setup lint
+	cargo test --all-targets --no-fail-fast
+
+bench: setup
+	cargo bench

@@ -1,0 +1,10 @@
+//! carevoice: a self-hosted, HIPAA-minded voice agent for a clinic's phone line.
+//! See `DESIGN.md` for the architecture; each module's doc says what it owns.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod models;
+pub mod server;
+pub mod store;
+pub mod telemetry;

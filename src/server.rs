@@ -1,0 +1,118 @@
+//! Assembles the server from the config and runs it until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("admin.port: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Everything `serve` needs, assembled and ready.
+pub struct Server {
+    config: Config,
+    store: Store,
+    admin_listener: TcpListener,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// Checks the data dir, opens and migrates the store, binds the admin port.
+    pub async fn assemble(config: Config) -> Result<Server, ServerError> {
+        store::ensure_writable_dir(&config.server.data_dir)?;
+        let store = Store::open(&config.store, &config.server.data_dir).await?;
+        let instance = store.instance_id().await?;
+        let metrics = Metrics::new(store.engine().name());
+        let addr = SocketAddr::new(config.admin.bind, config.admin.port);
+        let admin_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        tracing::info!(
+            %instance,
+            engine = store.engine().name(),
+            "store ready"
+        );
+        Ok(Server {
+            config,
+            store,
+            admin_listener,
+            metrics: Arc::new(metrics),
+        })
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight work finish within the grace period.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let router = admin::router(AdminState {
+            metrics: self.metrics.clone(),
+            store: self.store.clone(),
+        });
+        if let Some(addr) = self.admin_addr() {
+            tracing::info!(%addr, "admin HTTP listening (/metrics, /healthz)");
+        }
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(
+            axum::serve(self.admin_listener, router)
+                .with_graceful_shutdown(async move {
+                    shutdown.await;
+                    let _ = stopping_tx.send(());
+                })
+                .into_future(),
+        );
+        let _ = stopping_rx.await;
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        match tokio::time::timeout(grace, http).await {
+            Ok(Ok(result)) => result.map_err(ServerError::Http)?,
+            Ok(Err(join)) => tracing::error!(error = %join, "admin HTTP task failed"),
+            Err(_) => tracing::warn!("grace period over; stopping with work in flight"),
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

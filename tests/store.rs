@@ -1,0 +1,138 @@
+//! The store on both engines: the embedded SQLite file and a real PostgreSQL server.
+
+mod support;
+
+use carevoice::config::{DatabaseUrl, StoreConfig};
+use carevoice::store::calls::{CallRecord, Channel};
+use carevoice::store::{Engine, Store};
+use support::postgres::Postgres;
+
+fn call(id: &str, started_ms: i64) -> CallRecord {
+    CallRecord {
+        id: id.into(),
+        channel: Channel::Sip,
+        caller_hash: format!("hash-{id}"),
+        started_ms,
+        ended_ms: None,
+        outcome: None,
+    }
+}
+
+/// The repository contract, run on whichever engine `store` is.
+async fn exercise(store: &Store) {
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    // Migrating again is a no-op.
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+
+    let id = store.instance_id().await.unwrap();
+    assert_eq!(
+        store.instance_id().await.unwrap(),
+        id,
+        "instance id is stable"
+    );
+    store.meta_set("k", "v1").await.unwrap();
+    store.meta_set("k", "v2").await.unwrap();
+    assert_eq!(store.meta_get("k").await.unwrap().as_deref(), Some("v2"));
+    assert_eq!(store.meta_get("missing").await.unwrap(), None);
+
+    store.insert_call(&call("a", 1_000)).await.unwrap();
+    store.insert_call(&call("b", 2_000)).await.unwrap();
+    assert!(
+        store.insert_call(&call("a", 3_000)).await.is_err(),
+        "duplicate id rejected"
+    );
+    assert!(store.finish_call("a", 1_500, "completed").await.unwrap());
+    assert!(
+        !store.finish_call("a", 1_600, "again").await.unwrap(),
+        "an ended call stays ended"
+    );
+    assert!(!store.finish_call("nope", 1, "x").await.unwrap());
+    let a = store.get_call("a").await.unwrap().unwrap();
+    assert_eq!(a.ended_ms, Some(1_500));
+    assert_eq!(a.outcome.as_deref(), Some("completed"));
+    assert_eq!(store.get_call("zzz").await.unwrap(), None);
+    let recent = store.recent_calls(10).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+
+    // Concurrent writers (many calls at once) all land.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.insert_call(&call(&format!("c{i}"), 10_000 + i)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.recent_calls(100).await.unwrap().len(), 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig::default(), dir.path())
+        .await
+        .unwrap();
+    assert_eq!(store.engine(), Engine::Sqlite);
+    assert!(dir.path().join("carevoice.db").exists());
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    exercise(&store).await;
+    store.close().await;
+
+    // Data survives a reopen.
+    let store = Store::open(&StoreConfig::default(), dir.path())
+        .await
+        .unwrap();
+    assert!(store.get_call("a").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_real_server() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.create_database("carevoice");
+    let config = StoreConfig {
+        url: DatabaseUrl(url),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&config, std::path::Path::new("/nonexistent"))
+        .await
+        .unwrap();
+    assert_eq!(store.engine(), Engine::Postgres);
+    exercise(&store).await;
+    // The rows are really in PostgreSQL.
+    assert_eq!(
+        pg.psql("carevoice", "SELECT count(*) FROM calls").trim(),
+        "42"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_a_clear_error() {
+    let port = support::free_port();
+    let config = StoreConfig {
+        url: DatabaseUrl(format!("postgres://cv:sekret@127.0.0.1:{port}/x")),
+        connect_timeout_secs: 2,
+        ..StoreConfig::default()
+    };
+    let e = Store::open(&config, std::path::Path::new("/nonexistent"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "cannot connect to postgres://cv:***@127.0.0.1:{port}/x"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("sekret"), "password leaked: {e}");
+}

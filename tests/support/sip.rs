@@ -1,0 +1,242 @@
+//! SIP peers: Kamailio (proxy), sipp (scripted UAC/UAS with RTP), baresip (a softphone that
+//! plays a WAV and records what it hears).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{ChildGuard, free_port, free_port_range, program, render_template, tcp_open};
+
+/// Kamailio relaying every new request to `forward`.
+pub struct Kamailio {
+    pub port: u16,
+    pub tls_port: u16,
+    _child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    pub fn start(forward: SocketAddr) -> Kamailio {
+        let dir = tempfile::Builder::new()
+            .prefix("carevoice-kamailio-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let tls_port = free_port();
+        let (cert, key) = super::self_signed_cert(dir.path());
+        let tls_cfg = dir.path().join("tls.cfg");
+        std::fs::write(
+            &tls_cfg,
+            render_template(
+                "kamailio-tls.cfg",
+                &[
+                    ("CERT", cert.display().to_string()),
+                    ("KEY", key.display().to_string()),
+                ],
+            ),
+        )
+        .unwrap();
+        let cfg = dir.path().join("kamailio.cfg");
+        std::fs::write(
+            &cfg,
+            render_template(
+                "kamailio.cfg",
+                &[
+                    ("PORT", port.to_string()),
+                    ("TLS_PORT", tls_port.to_string()),
+                    ("TLS_CFG", tls_cfg.display().to_string()),
+                    ("FORWARD", forward.to_string()),
+                ],
+            ),
+        )
+        .unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let mut cmd = Command::new(program("kamailio"));
+        cmd.arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-P"])
+            .arg(run_dir.join("kamailio.pid"))
+            .arg("-Y")
+            .arg(&run_dir);
+        let mut child = ChildGuard::spawn("kamailio", cmd, &dir.path().join("kamailio.log"));
+        child.wait_ready(Duration::from_secs(20), || {
+            tcp_open(port) && tcp_open(tls_port)
+        });
+        Kamailio {
+            port,
+            tls_port,
+            _child: child,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// sipp's built-in UAS, echoing RTP back to the caller.
+pub struct SippUas {
+    pub port: u16,
+    pub media_port: u16,
+    child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl SippUas {
+    pub fn start() -> SippUas {
+        let dir = tempfile::Builder::new()
+            .prefix("carevoice-sipp-uas-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let media_port = free_port_range(4);
+        let mut cmd = Command::new(program("sipp"));
+        cmd.args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+            .args(["-rtp_echo", "-nostdin"])
+            .current_dir(dir.path());
+        let mut child = ChildGuard::spawn("sipp uas", cmd, &dir.path().join("sipp-uas.log"));
+        // sipp binds its UDP port at once; give it a moment and make sure it did not exit.
+        child.wait_ready(Duration::from_secs(10), || {
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+        });
+        SippUas {
+            port,
+            media_port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.child.log_tail()
+    }
+}
+
+/// Outcome of a sipp UAC run.
+pub struct SippRun {
+    pub success: bool,
+    pub output: String,
+}
+
+/// Runs sipp as UAC: `scenario` is a built-in name (`uac`) or a scenario file; `transport` is
+/// `u1` (UDP) or `t1` (TCP); `calls` calls at `rate` per second, at most `timeout` in all.
+pub fn sipp_uac(
+    target: SocketAddr,
+    scenario: &str,
+    transport: &str,
+    calls: u32,
+    rate: u32,
+    timeout: Duration,
+    work_dir: &Path,
+) -> SippRun {
+    let port = free_port();
+    let mut cmd = Command::new(program("sipp"));
+    if Path::new(scenario).is_file() {
+        cmd.arg("-sf").arg(scenario);
+    } else {
+        cmd.args(["-sn", scenario]);
+    }
+    let media_port = free_port_range(4);
+    cmd.args(["-t", transport, "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args([
+            "-nostdin",
+            "-timeout",
+            &format!("{}s", timeout.as_secs().max(1)),
+        ])
+        .arg("-timeout_error")
+        .arg(target.to_string())
+        .current_dir(work_dir);
+    let out = cmd.output().expect("run sipp");
+    SippRun {
+        success: out.status.success(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// What a baresip call left behind.
+pub struct BaresipCall {
+    pub output: String,
+    /// WAV files of what baresip heard (decoded audio from the far end).
+    pub heard: Vec<PathBuf>,
+}
+
+/// baresip dials `uri`, plays `wav` (16-bit mono at 8 kHz for PCMU) as its microphone, records
+/// what it hears, and quits after `seconds`. `srtp` makes media encryption mandatory (SDES).
+pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path) -> BaresipCall {
+    let conf_dir = dir.join("baresip");
+    let snd = dir.join("heard");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(&snd).unwrap();
+    let (cert, key) = super::self_signed_cert(dir);
+    // baresip wants certificate and key in one PEM.
+    let tls_pem = dir.join("baresip-tls.pem");
+    std::fs::write(
+        &tls_pem,
+        [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat(),
+    )
+    .unwrap();
+    let sip_port = free_port();
+    let rtp = free_port_range(10);
+    std::fs::write(
+        conf_dir.join("config"),
+        render_template(
+            "baresip.conf",
+            &[
+                ("SIP_PORT", sip_port.to_string()),
+                ("TLS_PEM", tls_pem.display().to_string()),
+                ("CA_PEM", cert.display().to_string()),
+                ("WAV", wav.display().to_string()),
+                ("SND_PATH", snd.display().to_string()),
+                ("RTP_MIN", rtp.to_string()),
+                ("RTP_MAX", (rtp + 9).to_string()),
+            ],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf_dir.join("accounts"),
+        format!(
+            "<sip:caller@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU{}\n",
+            if srtp { ";mediaenc=srtp-mand" } else { "" }
+        ),
+    )
+    .unwrap();
+    let out = Command::new(program("baresip"))
+        .arg("-f")
+        .arg(&conf_dir)
+        .args(["-t", &seconds.to_string(), "-e", &format!("/dial {uri}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run baresip");
+    let mut heard: Vec<PathBuf> = std::fs::read_dir(&snd)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+                .collect()
+        })
+        .unwrap_or_default();
+    heard.sort();
+    BaresipCall {
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        heard,
+    }
+}
