@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod config;
+pub mod dialog;
+pub mod emr;
 pub mod metrics;
 pub mod models;
 pub mod server;

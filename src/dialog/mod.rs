@@ -1,0 +1,3 @@
+//! The dialog layer: intake flows, the identity gate, PHI handling, understanding, the turn engine.
+
+pub mod phi;
