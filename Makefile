@@ -13,16 +13,17 @@ setup:
 build: setup
 	cargo build --release --bin carevoice
 
-# Starts the server on the embedded default (SQLite in ./data, models from the cache).
+# Starts the server on the embedded default (SQLite in ./data, models from the cache, a local
+# FHIR test server seeded with the demo clinic).
 run: build
-	$(CARGO_TARGET_DIR)/release/carevoice serve
+	scripts/run-local $(CARGO_TARGET_DIR)/release/carevoice
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test: setup lint
-	cargo test --all-targets --no-fail-fast
+	cargo test --workspace --all-targets --no-fail-fast
 
 bench: setup
 	cargo bench

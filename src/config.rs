@@ -62,6 +62,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub models: ModelsConfig,
+    pub emr: EmrConfig,
 }
 
 /// The server process.
@@ -169,6 +170,100 @@ impl Default for ModelsConfig {
         Self {
             dir: PathBuf::new(),
         }
+    }
+}
+
+/// The clinic's EMR, reached through FHIR R4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmrConfig {
+    /// FHIR base URL, e.g. `https://emr.example.org/fhir/R4`.
+    pub base_url: String,
+    /// How to authenticate: `none` (a local test server), `bearer` (a static token) or `smart`
+    /// (SMART backend services: client_credentials with a signed private_key_jwt assertion).
+    pub auth: EmrAuth,
+    /// Static bearer token, for `auth = "bearer"`.
+    pub bearer_token: Secret,
+    /// OAuth2 token endpoint, for `auth = "smart"`.
+    pub token_url: String,
+    /// Client id registered with the EMR, for `auth = "smart"`.
+    pub client_id: String,
+    /// PKCS#8 PEM private key that signs the client assertion, for `auth = "smart"`.
+    pub private_key: PathBuf,
+    /// Assertion signing algorithm: `RS384` (RSA key) or `ES384` (P-384 key).
+    pub jwt_alg: JwtAlgorithm,
+    /// Key id (`kid`) to put in the assertion header, if the EMR's JWKS needs it.
+    pub jwt_kid: String,
+    /// Scopes to ask for.
+    pub scope: String,
+    /// Extra CA certificates (PEM file) to trust for the EMR's TLS, e.g. a clinic's own CA.
+    pub ca_bundle: PathBuf,
+    /// Milliseconds one EMR operation may take before the caller hears the fallback (100-60000).
+    pub timeout_ms: u64,
+    /// Retries of a failed read, with backoff (0-5). Writes are never retried blindly.
+    pub read_retries: u32,
+    /// Consecutive failures that open the circuit breaker (1-100): calls then get the spoken
+    /// fallback at once instead of waiting.
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open before one trial request (1-3600).
+    pub breaker_cooldown_secs: u64,
+}
+
+impl Default for EmrConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8104/fhir".into(),
+            auth: EmrAuth::None,
+            bearer_token: Secret::default(),
+            token_url: String::new(),
+            client_id: String::new(),
+            private_key: PathBuf::new(),
+            jwt_alg: JwtAlgorithm::RS384,
+            jwt_kid: String::new(),
+            scope: "system/Patient.rs system/Practitioner.rs system/Location.rs system/Schedule.rs system/Slot.rus system/Appointment.cruds system/Communication.c system/Task.c".into(),
+            ca_bundle: PathBuf::new(),
+            timeout_ms: 2000,
+            read_retries: 2,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EmrAuth {
+    None,
+    Bearer,
+    Smart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum JwtAlgorithm {
+    RS384,
+    ES384,
+}
+
+/// A secret (token, password): `config show` and `Debug` print `***`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
     }
 }
 
@@ -384,6 +479,56 @@ impl Config {
                     self.store.connect_timeout_secs
                 ),
             );
+        }
+        if !self.emr.base_url.starts_with("http://") && !self.emr.base_url.starts_with("https://") {
+            bad(
+                "emr.base_url",
+                format!(
+                    "expected an http:// or https:// URL, got {:?}",
+                    self.emr.base_url
+                ),
+            );
+        }
+        match self.emr.auth {
+            EmrAuth::Bearer if self.emr.bearer_token.expose().is_empty() => bad(
+                "emr.bearer_token",
+                "must be set when emr.auth = \"bearer\"".into(),
+            ),
+            EmrAuth::Smart => {
+                for (key, empty) in [
+                    ("emr.token_url", self.emr.token_url.is_empty()),
+                    ("emr.client_id", self.emr.client_id.is_empty()),
+                    (
+                        "emr.private_key",
+                        self.emr.private_key.as_os_str().is_empty(),
+                    ),
+                ] {
+                    if empty {
+                        bad(key, "must be set when emr.auth = \"smart\"".into());
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (key, value, min, max) in [
+            ("emr.timeout_ms", self.emr.timeout_ms, 100, 60_000),
+            ("emr.read_retries", u64::from(self.emr.read_retries), 0, 5),
+            (
+                "emr.breaker_failures",
+                u64::from(self.emr.breaker_failures),
+                1,
+                100,
+            ),
+            (
+                "emr.breaker_cooldown_secs",
+                self.emr.breaker_cooldown_secs,
+                1,
+                3600,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                bad(key, format!("expected an integer {min}-{max}, got {value}"));
+            }
         }
         errors
     }

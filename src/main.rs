@@ -40,6 +40,24 @@ enum Command {
     /// Speech and language models: list, verify, install.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// The clinic's EMR (FHIR R4): check the connection, seed a demo clinic.
+    #[command(subcommand)]
+    Emr(EmrCommand),
+}
+
+#[derive(Subcommand)]
+enum EmrCommand {
+    /// Connect, authenticate, read the CapabilityStatement and report what the server supports.
+    Check,
+    /// Write a demo clinic (practitioners, two weeks of slots, patients, appointments).
+    Seed {
+        /// Clinic time zone for the slots (IANA name); default: the system's.
+        #[arg(long)]
+        tz: Option<String>,
+        /// Days of slots from today.
+        #[arg(long, default_value_t = 14)]
+        days: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +113,73 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     Ok(Config::load(&path, required, env)?)
+}
+
+async fn emr_command(config: &Config, cmd: EmrCommand) -> Result<()> {
+    let client = carevoice_fhir::FhirClient::new(&carevoice::emr::fhir::fhir_config(&config.emr))
+        .with_context(|| format!("emr.base_url {}", config.emr.base_url))?;
+    match cmd {
+        EmrCommand::Check => {
+            println!("FHIR server: {}", client.base_url());
+            let cap = client
+                .capabilities()
+                .await
+                .context("reading the CapabilityStatement")?;
+            match &cap {
+                Some(cap) => println!(
+                    "CapabilityStatement: FHIR {} ({})",
+                    cap.fhir_version,
+                    cap.software.as_deref().unwrap_or("unnamed server")
+                ),
+                None => println!("CapabilityStatement: none (the server has no /metadata)"),
+            }
+            // One authenticated search proves the credentials work.
+            client
+                .search_json("Practitioner?_count=1")
+                .await
+                .context("an authenticated search")?;
+            println!("authentication: ok");
+            let operations: [(&str, &str, &str); 8] = [
+                ("find patient", "Patient", "search-type"),
+                ("list appointments", "Appointment", "search-type"),
+                ("find free slots", "Slot", "search-type"),
+                ("book (slot update)", "Slot", "update"),
+                ("book (appointment)", "Appointment", "create"),
+                ("cancel", "Appointment", "update"),
+                ("message (Communication)", "Communication", "create"),
+                ("message (Task)", "Task", "create"),
+            ];
+            for (what, resource, interaction) in operations {
+                let state = match &cap {
+                    Some(cap) if cap.supports(resource, interaction) => "supported",
+                    Some(_) => "NOT declared",
+                    None => "unknown (no CapabilityStatement)",
+                };
+                println!("  {what:<26} {resource}.{interaction:<12} {state}");
+            }
+        }
+        EmrCommand::Seed { tz, days } => {
+            let tz = match tz {
+                Some(name) => {
+                    jiff::tz::TimeZone::get(&name).with_context(|| format!("--tz {name:?}"))?
+                }
+                None => jiff::tz::TimeZone::system(),
+            };
+            let today = jiff::Zoned::now().with_time_zone(tz.clone()).date();
+            let report = carevoice::emr::seed::seed(&client, &tz, today, days)
+                .await
+                .context("seeding the demo clinic")?;
+            if report.already_seeded {
+                println!("demo clinic already present; nothing written");
+            } else {
+                println!(
+                    "demo clinic written: {} practitioners, {} slots, {} patients, {} appointments",
+                    report.practitioners, report.slots, report.patients, report.appointments
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -184,6 +269,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Models(ModelsCommand::Install { .. }) => unreachable!("handled above"),
+        Command::Emr(cmd) => {
+            let rt = runtime()?;
+            rt.block_on(emr_command(&config, cmd))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

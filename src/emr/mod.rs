@@ -3,6 +3,10 @@
 //! The FHIR implementation (fhir-sdk, SMART backend-services auth, timeouts, circuit breaker)
 //! implements this trait.
 
+pub mod breaker;
+pub mod fhir;
+pub mod seed;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 

@@ -31,7 +31,13 @@ http.createServer(async (req, res) => {
     const fr = { method: req.method, url: pathname + u.search, pathname: '', query, params: {}, body, headers: req.headers };
     const [outcome, resource] = await router.handleRequest(fr, repo);
     const status = getStatus(outcome);
-    res.writeHead(status, { 'content-type': 'application/fhir+json' });
+    const headers = { 'content-type': 'application/fhir+json' };
+    // What a FHIR server sends with a resource: its version as ETag, and Location after a create.
+    if (resource?.meta?.versionId) headers.etag = `W/"${resource.meta.versionId}"`;
+    if (status === 201 && resource?.id) {
+      headers.location = `http://${req.headers.host}${base}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId ?? '1'}`;
+    }
+    res.writeHead(status, headers);
     res.end(JSON.stringify(resource ?? outcome));
   } catch (err) {
     const oo = normalizeOperationOutcome(err);

@@ -205,8 +205,19 @@ pub fn tcp_open(port: u16) -> bool {
 
 /// A blocking HTTP client for readiness checks and smoke tests (loopback only).
 pub fn http() -> reqwest::blocking::Client {
+    // reqwest is built without a default TLS provider (the project uses ring everywhere).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// An async HTTP client (loopback only), with the project's TLS provider installed.
+pub fn async_http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("http client")
