@@ -457,6 +457,21 @@ fn key_file_problems_stop_start_up_with_a_clear_error() {
     // Restored, everything verifies.
     std::fs::write(&key, saved).unwrap();
     site.ok(&["audit", "verify"]);
+
+    // Export bounds may be times; bad arguments are named.
+    let all = site.export_jsonl(&["--from", "2000-01-01T00:00:00Z", "--to", "10"]);
+    assert_eq!(all.len(), 10);
+    assert!(
+        site.export_jsonl(&["--from", "2999-01-01T00:00:00Z"])
+            .is_empty()
+    );
+    let err = failure(&site.cv(&["audit", "export", "--format", "csv"]));
+    assert!(err.contains("--format: expected jsonl or fhir"), "{err}");
+    let err = failure(&site.cv(&["audit", "export", "--from", "yesterday"]));
+    assert!(
+        err.contains("--from: expected a sequence number or an RFC 3339 time"),
+        "{err}"
+    );
 }
 
 #[test]
