@@ -305,7 +305,7 @@ impl Writer {
         };
 
         let mut tx = begin_locked(&self.store).await?;
-        let (mut seq, mut prev) = head(&mut tx, self.store.engine()).await?;
+        let (mut seq, mut prev, last_cp) = head(&mut tx, self.store.engine()).await?;
         let first = seq + 1;
         let mut records = Vec::with_capacity(prepared.len());
         for p in &prepared {
@@ -384,7 +384,6 @@ impl Writer {
             .bind(ts_ms)
             .execute(&mut *tx)
             .await?;
-        let last_cp = last_checkpoint_seq(&mut tx).await?;
         let checkpointed = seq - last_cp >= self.every_records;
         if checkpointed {
             insert_checkpoint(&mut tx, &self.crypto, seq, &prev).await?;
@@ -396,8 +395,8 @@ impl Writer {
     /// A checkpoint at the current head, unless there is one there already or the log is empty.
     async fn checkpoint_now(&self) -> Result<Option<i64>, AuditError> {
         let mut tx = begin_locked(&self.store).await?;
-        let (seq, hash) = head(&mut tx, self.store.engine()).await?;
-        if seq == 0 || last_checkpoint_seq(&mut tx).await? >= seq {
+        let (seq, hash, last_cp) = head(&mut tx, self.store.engine()).await?;
+        if seq == 0 || last_cp >= seq {
             return Ok(None);
         }
         insert_checkpoint(&mut tx, &self.crypto, seq, &hash).await?;
@@ -417,20 +416,24 @@ async fn begin_locked(store: &Store) -> Result<Tx, AuditError> {
     })
 }
 
-async fn head(tx: &mut Tx, engine: Engine) -> Result<(i64, String), AuditError> {
+/// The chain head `(seq, hash)` and the last checkpoint's seq, in one round trip.
+async fn head(tx: &mut Tx, engine: Engine) -> Result<(i64, String, i64), AuditError> {
     let sql = match engine {
-        Engine::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 'main' FOR UPDATE",
-        Engine::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 'main'",
+        Engine::Postgres => {
+            "SELECT seq, hash, (SELECT MAX(seq) FROM audit_checkpoints) AS cp \
+             FROM audit_head WHERE id = 'main' FOR UPDATE"
+        }
+        Engine::Sqlite => {
+            "SELECT seq, hash, (SELECT MAX(seq) FROM audit_checkpoints) AS cp \
+             FROM audit_head WHERE id = 'main'"
+        }
     };
     let row = sqlx::query(sql).fetch_one(&mut **tx).await?;
-    Ok((row.try_get("seq")?, row.try_get("hash")?))
-}
-
-async fn last_checkpoint_seq(tx: &mut Tx) -> Result<i64, AuditError> {
-    let row = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
+    Ok((
+        row.try_get("seq")?,
+        row.try_get("hash")?,
+        row.try_get::<Option<i64>, _>("cp")?.unwrap_or(0),
+    ))
 }
 
 async fn insert_checkpoint(
