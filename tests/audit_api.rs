@@ -143,6 +143,18 @@ async fn exercise(store: Store, engine: &str) {
     let n = events.len() as i64 + 40;
     assert_eq!(got, (events.len() as i64 + 1..=n).collect());
 
+    // Submit now, learn the sequence number (durability) later: in order.
+    let mut receipts = Vec::new();
+    for e in events.iter().take(5) {
+        receipts.push(log.submit(e.clone()).await.unwrap());
+    }
+    let mut seqs = Vec::new();
+    for r in receipts {
+        seqs.push(r.committed().await.unwrap());
+    }
+    assert_eq!(seqs, (n + 1..=n + 5).collect::<Vec<_>>());
+    let n = n + 5;
+
     // Shutdown leaves a signed checkpoint at the head (written now, or already by the batch).
     log.shutdown().await.unwrap();
     let last_cp: i64 = sqlx::query("SELECT MAX(seq) AS seq FROM audit_checkpoints")

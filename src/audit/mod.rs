@@ -7,6 +7,8 @@
 //! let crypto = Crypto::open(&store, &config.keys, &config.server.data_dir, true).await?;
 //! let audit  = AuditLog::start(store.clone(), crypto.clone(), &config.audit);
 //! let seq    = audit.append(AuditEvent::CallTurn(CallTurn { .. })).await?;   // durable when Ok
+//! let receipt = audit.submit(event).await?;    // queued; the turn goes on (back-pressure only)
+//! let seq    = receipt.committed().await?;     // later: durable
 //! audit.shutdown().await?;                     // flush + signed checkpoint (server shutdown)
 //!
 //! // PHI columns of other tables (escalation summaries, messages):
@@ -115,14 +117,19 @@ impl AuditLog {
 
     /// Appends one record; returns its sequence number once it is committed.
     pub async fn append(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.submit(event).await?.committed().await
+    }
+
+    /// Queues one record and returns at once (waiting only when the queue is full: back-pressure).
+    /// The call path uses this so that a turn's reply is not held up by the database; it awaits
+    /// the [`Receipt`] later (before the next turn or at hang-up) to know the record is durable.
+    pub async fn submit(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Cmd::Append(Box::new(event), done))
             .await
             .map_err(|_| AuditError::Closed)?;
-        wait.await
-            .map_err(|_| AuditError::Closed)?
-            .map_err(AuditError::Io)
+        Ok(Receipt(wait))
     }
 
     /// Writes a signed checkpoint at the head now (if the head moved since the last one).
@@ -146,6 +153,19 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Closed)?;
         wait.await
+            .map_err(|_| AuditError::Closed)?
+            .map_err(AuditError::Io)
+    }
+}
+
+/// A queued record; resolves to its sequence number once committed.
+#[derive(Debug)]
+pub struct Receipt(oneshot::Receiver<Result<i64, String>>);
+
+impl Receipt {
+    pub async fn committed(self) -> Result<i64, AuditError> {
+        self.0
+            .await
             .map_err(|_| AuditError::Closed)?
             .map_err(AuditError::Io)
     }
