@@ -8,7 +8,14 @@
 //!   added to the turn (`submit`: queued for the writer) and of the time until the record is
 //!   durable (`committed`).
 //!
-//! Run: `cargo bench --bench audit` (PostgreSQL is started in a temp dir, as in the tests).
+//! Run: `cargo bench --bench audit` (PostgreSQL is started in a temp dir, as in the tests, with
+//! fsync off; SQLite runs as the store configures it, WAL + synchronous=NORMAL).
+//!
+//! Measured 2026-11-23 on the 2-core AMD EPYC dev machine while three other builds ran (load
+//! average ~12): throughput SQLite 5,730 records/s, PostgreSQL 2,210 records/s; added to the turn
+//! (submit) p50 0.003 ms, p95 0.011 ms (SQLite) / 0.015 ms (PostgreSQL); until durable at
+//! 1,600 turns/s offered p50 1.1 ms / 6.5 ms, p95 22.7 ms on both; one append on an idle log
+//! 0.66 ms (SQLite) / 3.2 ms (PostgreSQL).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
