@@ -63,6 +63,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub models: ModelsConfig,
     pub emr: EmrConfig,
+    pub audit: AuditConfig,
+    pub keys: KeysConfig,
 }
 
 /// The server process.
@@ -274,6 +276,74 @@ impl ModelsConfig {
             cache_dir().join("models")
         } else {
             self.dir.clone()
+        }
+    }
+}
+
+/// The tamper-evident audit log and retention (see `src/audit/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Write a signed checkpoint after this many records (1-1000000). Checkpoints are also written
+    /// every `checkpoint_every_minutes` and at shutdown.
+    pub checkpoint_every_records: u64,
+    /// Write a signed checkpoint at least this often while records arrive, in minutes (1-1440).
+    pub checkpoint_every_minutes: u64,
+    /// Days audit records are kept before `carevoice audit prune` may delete them (1-36500).
+    /// Six years by default (HIPAA documentation retention).
+    pub retention_days: u64,
+    /// Days call transcripts and reply texts stay readable; after that prune destroys their data
+    /// keys (crypto-shredding) while the audit records themselves remain (1-36500).
+    pub transcript_retention_days: u64,
+    /// Days other encrypted PHI columns (escalation summaries, messages) stay readable before prune
+    /// destroys their data keys (1-36500).
+    pub phi_retention_days: u64,
+    /// Appends that may wait for the audit writer before callers are held back (1-1000000).
+    pub queue_depth: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_records: 1000,
+            checkpoint_every_minutes: 5,
+            retention_days: 2190,
+            transcript_retention_days: 365,
+            phi_retention_days: 365,
+            queue_depth: 8192,
+        }
+    }
+}
+
+/// Encryption keys at rest: the master key that wraps the data keys (see `src/audit/keys.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Master key file (lines `ID BASE64`), mode 0600; refused when group or others can read it.
+    /// Empty means `master.key` in `server.data_dir`. Made by `carevoice keys init` (or on the
+    /// first start of a fresh installation). Back it up apart from the database.
+    pub file: PathBuf,
+    /// Instead of the key file: a shell command (run with `sh -c`) that prints the master key(s)
+    /// in the key file format on standard output, e.g. a KMS or vault client. Empty means unused.
+    pub kms_command: String,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::new(),
+            kms_command: String::new(),
+        }
+    }
+}
+
+impl KeysConfig {
+    /// The key file with the default filled in.
+    pub fn resolved_file(&self, data_dir: &Path) -> PathBuf {
+        if self.file.as_os_str().is_empty() {
+            data_dir.join("master.key")
+        } else {
+            self.file.clone()
         }
     }
 }
@@ -525,6 +595,32 @@ impl Config {
                 1,
                 3600,
             ),
+            (
+                "audit.checkpoint_every_records",
+                self.audit.checkpoint_every_records,
+                1,
+                1_000_000,
+            ),
+            (
+                "audit.checkpoint_every_minutes",
+                self.audit.checkpoint_every_minutes,
+                1,
+                1440,
+            ),
+            ("audit.retention_days", self.audit.retention_days, 1, 36500),
+            (
+                "audit.transcript_retention_days",
+                self.audit.transcript_retention_days,
+                1,
+                36500,
+            ),
+            (
+                "audit.phi_retention_days",
+                self.audit.phi_retention_days,
+                1,
+                36500,
+            ),
+            ("audit.queue_depth", self.audit.queue_depth, 1, 1_000_000),
         ] {
             if !(min..=max).contains(&value) {
                 bad(key, format!("expected an integer {min}-{max}, got {value}"));

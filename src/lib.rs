@@ -2,6 +2,7 @@
 //! See `DESIGN.md` for the architecture; each module's doc says what it owns.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod dialog;
 pub mod emr;

@@ -43,6 +43,12 @@ enum Command {
     /// The clinic's EMR (FHIR R4): check the connection, seed a demo clinic.
     #[command(subcommand)]
     Emr(EmrCommand),
+    /// The tamper-evident audit log: verify, export, prune, load test.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Encryption keys at rest: create the master key file, rotate it.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +64,63 @@ enum EmrCommand {
         #[arg(long, default_value_t = 14)]
         days: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain and the signed checkpoints; names the first bad record, exit 1.
+    Verify {
+        /// First sequence number to check (default: the first stored record).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Last sequence number to check (default: the head of the chain).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Export records (decrypted) as JSON Lines or a FHIR R4 Bundle of AuditEvents. The export
+    /// itself is recorded.
+    Export {
+        /// First record: a sequence number or an RFC 3339 time (default: the first).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last record: a sequence number or an RFC 3339 time (default: the head).
+        #[arg(long)]
+        to: Option<String>,
+        /// `jsonl` or `fhir`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Leave the encrypted PHI fields out instead of decrypting them.
+        #[arg(long)]
+        redact: bool,
+    },
+    /// Delete expired records (up to a signed checkpoint) and destroy expired data keys.
+    Prune {
+        /// Prune as if it were this RFC 3339 time (disposal drills); default: now.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
+    /// Load tool: append synthetic call-turn records from concurrent writers and report the rate.
+    /// With --print-seqs, prints `committed SEQ CALL TURN` for every record once it is durable.
+    Load {
+        #[arg(long, default_value_t = 10000)]
+        records: u64,
+        #[arg(long, default_value_t = 8)]
+        writers: u64,
+        #[arg(long)]
+        print_seqs: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the master key file (mode 0600); refuses to overwrite one.
+    Init,
+    /// Re-wrap every data key under a new master key (key file), or under the KMS command's
+    /// current key. Crash-safe: the key file holds old and new keys until the re-wrap committed.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +336,285 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             rt.block_on(emr_command(&config, cmd))?;
         }
+        Command::Audit(cmd) => return audit_command(&config, cmd),
+        Command::Keys(cmd) => {
+            let rt = runtime()?;
+            rt.block_on(keys_command(&config, cmd))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn open_store(config: &Config) -> Result<Store> {
+    store::ensure_writable_dir(&config.server.data_dir)?;
+    Ok(Store::open(&config.store, &config.server.data_dir).await?)
+}
+
+fn audit_command(config: &Config, cmd: AuditCommand) -> Result<ExitCode> {
+    use carevoice::audit::{self, Audit};
+    let rt = runtime()?;
+    rt.block_on(async {
+        let db = open_store(config).await?;
+        let audit = Audit::open(&db, config, false).await?;
+        let code = match cmd {
+            AuditCommand::Verify { from, to } => {
+                let outcome = audit::verify::verify(&db, &audit.crypto, from, to).await?;
+                let r = &outcome.report;
+                match outcome.problem {
+                    None => {
+                        println!(
+                            "audit log ok: records {}..={} ({} checked, {} signed checkpoints, \
+                             pruned through {}, {} sealed fields opened, {} crypto-shredded)",
+                            r.first,
+                            r.last,
+                            r.records,
+                            r.checkpoints,
+                            r.pruned_through,
+                            r.sealed_opened,
+                            r.sealed_shredded
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Some(problem) => {
+                        eprintln!("audit log BROKEN: {problem}");
+                        eprintln!("first bad sequence number: {}", problem.seq);
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            AuditCommand::Export {
+                from,
+                to,
+                format,
+                out,
+                redact,
+            } => {
+                let fmt = audit::export::Format::parse(&format)
+                    .with_context(|| format!("--format: expected jsonl or fhir, got {format:?}"))?;
+                let from = match from {
+                    Some(f) => audit::export::resolve_bound(&db, &f, true).await?,
+                    None => 1,
+                };
+                let to = match to {
+                    Some(t) => audit::export::resolve_bound(&db, &t, false).await?,
+                    None => i64::MAX,
+                };
+                let summary = match &out {
+                    Some(path) => {
+                        let mut options = std::fs::OpenOptions::new();
+                        options.write(true).create(true).truncate(true);
+                        #[cfg(unix)]
+                        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                        let file = options
+                            .open(path)
+                            .with_context(|| format!("--out {}", path.display()))?;
+                        let mut w = std::io::BufWriter::new(file);
+                        audit::export::export(&db, &audit.crypto, from, to, fmt, redact, &mut w)
+                            .await?
+                    }
+                    None => {
+                        let stdout = std::io::stdout();
+                        let mut w = std::io::BufWriter::new(stdout.lock());
+                        audit::export::export(&db, &audit.crypto, from, to, fmt, redact, &mut w)
+                            .await?
+                    }
+                };
+                let seq = audit
+                    .log
+                    .append(audit::AuditEvent::Export(audit::Export {
+                        actor: audit::cli_actor(),
+                        format: fmt.as_str().into(),
+                        from_seq: summary.first.max(0) as u64,
+                        to_seq: summary.last.max(0) as u64,
+                        records: summary.records,
+                        decrypted: !redact,
+                    }))
+                    .await?;
+                eprintln!(
+                    "exported {} records ({}..={}); the export is audit record {seq}",
+                    summary.records, summary.first, summary.last
+                );
+                ExitCode::SUCCESS
+            }
+            AuditCommand::Prune { as_of } => {
+                let now = match as_of {
+                    Some(t) => t
+                        .parse::<jiff::Timestamp>()
+                        .with_context(|| format!("--as-of: expected an RFC 3339 time, got {t:?}"))?
+                        .as_millisecond(),
+                    None => store::now_ms(),
+                };
+                let s =
+                    audit::prune::prune(&db, &audit.log, &config.audit, &audit::cli_actor(), now)
+                        .await?;
+                println!(
+                    "pruned through record {}: {} records deleted, data keys destroyed: [{}]",
+                    s.pruned_through,
+                    s.records_deleted,
+                    s.data_keys_destroyed.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            AuditCommand::Load {
+                records,
+                writers,
+                print_seqs,
+            } => {
+                audit_load(&audit.log, records, writers.max(1), print_seqs).await?;
+                ExitCode::SUCCESS
+            }
+        };
+        audit.log.shutdown().await?;
+        db.close().await;
+        Ok(code)
+    })
+}
+
+/// `carevoice audit load`: synthetic call turns from `writers` concurrent tasks.
+async fn audit_load(
+    log: &carevoice::audit::AuditLog,
+    records: u64,
+    writers: u64,
+    print_seqs: bool,
+) -> Result<()> {
+    use carevoice::audit::{AuditEvent, CallTurn, Confidential, TurnAction};
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let log = log.clone();
+        let run = run.clone();
+        let n = records / writers + u64::from(w < records % writers);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(n as usize);
+            for turn in 0..n {
+                let call_id = format!("load-{run}-{w}");
+                let event = AuditEvent::CallTurn(CallTurn {
+                    call_id: call_id.clone(),
+                    turn: turn as u32,
+                    started_ms: store::now_ms(),
+                    ended_ms: store::now_ms(),
+                    identity: "verified".into(),
+                    intent: Some("book".into()),
+                    actions: vec![TurnAction {
+                        op: "create".into(),
+                        resource_type: "Appointment".into(),
+                        resource_id: Some(Confidential::new(format!("appt-{w}-{turn}"))),
+                        outcome: "ok".into(),
+                    }],
+                    latency_ms: [("asr".to_string(), 80), ("llm".to_string(), 140)]
+                        .into_iter()
+                        .collect(),
+                    patient: Some(Confidential::new(format!("patient-{w}"))),
+                    transcript: Some(Confidential::new(
+                        "I would like to book an appointment next Tuesday morning",
+                    )),
+                    reply: Some(Confidential::new("You are booked for Tuesday at 9:30")),
+                });
+                let t = std::time::Instant::now();
+                let seq = log.append(event).await?;
+                latencies.push(t.elapsed());
+                if print_seqs {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "committed {seq} {call_id} {turn}");
+                    let _ = out.flush();
+                }
+            }
+            Ok::<_, carevoice::audit::AuditError>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.context("load writer panicked")??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    eprintln!(
+        "appended {} records with {writers} writers in {secs:.2} s: {:.0} records/s, append latency p50 {:.2} ms p95 {:.2} ms",
+        latencies.len(),
+        latencies.len() as f64 / secs,
+        pct(0.50),
+        pct(0.95)
+    );
+    Ok(())
+}
+
+async fn keys_command(config: &Config, cmd: KeysCommand) -> Result<()> {
+    use carevoice::audit::{self, AuditEvent, AuditLog, Crypto, KeyRotation, MasterKeys, keys};
+    let path = config.keys.resolved_file(&config.server.data_dir);
+    match cmd {
+        KeysCommand::Init => {
+            if !config.keys.kms_command.trim().is_empty() {
+                bail!("keys.kms_command is set: the master key lives in the KMS, not in a file");
+            }
+            let fresh = MasterKeys::generate()?;
+            fresh.write_file(&path, true).map_err(|e| match e {
+                keys::KeyError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    anyhow::anyhow!(
+                        "keys.file {}: exists already; `carevoice keys rotate` replaces a key",
+                        path.display()
+                    )
+                }
+                other => other.into(),
+            })?;
+            println!(
+                "created master key {} in {} (mode 0600); back it up apart from the database",
+                fresh.current_id(),
+                path.display()
+            );
+        }
+        KeysCommand::Rotate => {
+            let db = open_store(config).await?;
+            let old = MasterKeys::load(&config.keys, &config.server.data_dir)?;
+            // Check the current keys against the database before touching anything.
+            Crypto::with_masters(
+                &db,
+                MasterKeys::load(&config.keys, &config.server.data_dir)?,
+            )
+            .await?;
+            let kms = !config.keys.kms_command.trim().is_empty();
+            let (masters, old_id) = if kms {
+                // The KMS rotated its key; re-wrap everything under its current one.
+                let id = old.ids().last().map(|s| s.to_string()).unwrap_or_default();
+                (old, id)
+            } else {
+                let both = old.with_new_current(MasterKeys::generate()?);
+                // Old and new in the file first: a crash mid-rotation loses nothing.
+                both.write_file(&path, false)?;
+                let id = old.current_id().to_string();
+                (both, id)
+            };
+            let done = keys::rewrap_all(&db, &masters).await?;
+            let new_id = masters.current_id().to_string();
+            if !kms {
+                masters.current_only().write_file(&path, false)?;
+            }
+            let crypto = Crypto::with_masters(&db, masters.current_only()).await?;
+            let log = AuditLog::start(db.clone(), crypto, &config.audit);
+            let seq = log
+                .append(AuditEvent::KeyRotation(KeyRotation {
+                    actor: audit::cli_actor(),
+                    old_master: old_id,
+                    new_master: new_id.clone(),
+                    data_keys: done.data_keys,
+                    signing_keys: done.signing_keys,
+                }))
+                .await?;
+            log.shutdown().await?;
+            db.close().await;
+            println!(
+                "rotated to master key {new_id}: re-wrapped {} data keys and {} signing keys (audit record {seq})",
+                done.data_keys, done.signing_keys
+            );
+        }
+    }
+    Ok(())
 }

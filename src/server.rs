@@ -22,6 +22,8 @@ pub enum ServerError {
     },
     #[error("admin HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -30,6 +32,7 @@ pub struct Server {
     store: Store,
     admin_listener: TcpListener,
     metrics: Arc<Metrics>,
+    audit: crate::audit::Audit,
 }
 
 impl Server {
@@ -38,6 +41,8 @@ impl Server {
         store::ensure_writable_dir(&config.server.data_dir)?;
         let store = Store::open(&config.store, &config.server.data_dir).await?;
         let instance = store.instance_id().await?;
+        let audit = crate::audit::Audit::open(&store, &config, true).await?;
+        record_config_change(&store, &audit, &config).await?;
         let metrics = Metrics::new(store.engine().name());
         let addr = SocketAddr::new(config.admin.bind, config.admin.port);
         let admin_listener = TcpListener::bind(addr)
@@ -53,7 +58,13 @@ impl Server {
             store,
             admin_listener,
             metrics: Arc::new(metrics),
+            audit,
         })
+    }
+
+    /// The audit log and the at-rest encryption, for the parts that write through them.
+    pub fn audit(&self) -> &crate::audit::Audit {
+        &self.audit
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -89,6 +100,9 @@ impl Server {
             Ok(Err(join)) => tracing::error!(error = %join, "admin HTTP task failed"),
             Err(_) => tracing::warn!("grace period over; stopping with work in flight"),
         }
+        if let Err(e) = self.audit.log.shutdown().await {
+            tracing::error!(error = %e, "audit log did not close cleanly");
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -115,4 +129,32 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Records a `config_change` audit record when the effective config differs from the one the
+/// last start recorded (compared by SHA-256 of the masked TOML).
+async fn record_config_change(
+    store: &Store,
+    audit: &crate::audit::Audit,
+    config: &Config,
+) -> Result<(), ServerError> {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(config.to_masked_toml().as_bytes()));
+    if store.meta_get("audit_config_sha256").await?.as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
+    audit
+        .log
+        .append(crate::audit::AuditEvent::ConfigChange(
+            crate::audit::ConfigChange {
+                actor: "serve".into(),
+                target: crate::audit::ConfigTarget::Config,
+                name: "effective config".into(),
+                version: None,
+                sha256: Some(digest.clone()),
+            },
+        ))
+        .await?;
+    store.meta_set("audit_config_sha256", &digest).await?;
+    Ok(())
 }

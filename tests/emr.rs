@@ -575,3 +575,71 @@ fn emr_check_and_seed_commands() {
     );
     let _ = FhirClient::new;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_accesses_land_in_the_audit_chain() {
+    let server = tokio::task::spawn_blocking(FhirServer::medplum)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = carevoice::config::Config::default();
+    config.server.data_dir = dir.path().to_path_buf();
+    let store = carevoice::store::Store::open(&config.store, dir.path())
+        .await
+        .unwrap();
+    let audit = carevoice::audit::Audit::open(&store, &config, true)
+        .await
+        .unwrap();
+    let emr = FhirEmr::new(&emr_config(&server, false), Arc::new(audit.log.clone())).unwrap();
+    seed::seed(emr.client(), &TimeZone::UTC, date(2030, 1, 7), 1)
+        .await
+        .unwrap();
+    let PatientMatch::One(anna) = emr
+        .find_patient(&query("Anna", "Smith", date(1975, 3, 3), None))
+        .await
+        .unwrap()
+    else {
+        panic!("seeded patient")
+    };
+    let slots = emr
+        .free_slots(&SlotQuery {
+            limit: 1,
+            ..SlotQuery::default()
+        })
+        .await
+        .unwrap();
+    emr.book(&anna.id, &slots[0].id, None).await.unwrap();
+    // The hook queues; give the writer a moment, then flush with the shutdown checkpoint.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    audit.log.shutdown().await.unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, body FROM audit_log ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let fhir: Vec<&String> = rows
+        .iter()
+        .filter(|(k, _)| k == "fhir_access")
+        .map(|(_, b)| b)
+        .collect();
+    assert!(fhir.len() >= 3, "{rows:?}");
+    assert!(
+        fhir.iter()
+            .any(|b| b.contains("\"Patient\"") && b.contains("search")),
+        "{fhir:?}"
+    );
+    assert!(
+        fhir.iter()
+            .any(|b| b.contains("\"Appointment\"") && b.contains("create")),
+        "{fhir:?}"
+    );
+    // Ids are sealed: the patient's id is not in the clear text of any record.
+    assert!(
+        rows.iter().all(|(_, b)| !b.contains(anna.id.as_str())),
+        "{rows:?}"
+    );
+    let outcome = carevoice::audit::verify::verify(&store, &audit.crypto, None, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.problem, None);
+}

@@ -459,3 +459,33 @@ impl Emr for FhirEmr {
         .await
     }
 }
+
+/// Every FHIR access the voice agent makes goes on the audit log (ids sealed, no content).
+impl EmrObserver for crate::audit::AuditLog {
+    fn fhir_access(&self, access: FhirAccess) {
+        let status = access
+            .outcome
+            .strip_prefix("status ")
+            .and_then(|s| s.parse().ok());
+        let event = crate::audit::AuditEvent::FhirAccess(crate::audit::FhirAccess {
+            actor: "agent".into(),
+            call_id: None,
+            op: access.operation.into(),
+            resource_type: access.resource_type.into(),
+            outcome: access.outcome,
+            status,
+            resource_id: (!access.ids.is_empty())
+                .then(|| crate::audit::Confidential::new(access.ids.join(","))),
+            patient: None,
+        });
+        let log = self.clone();
+        // Queued from a synchronous hook: the EMR call does not wait for the database.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = log.submit(event).await {
+                    tracing::error!(error = %e, "audit: FHIR access not recorded");
+                }
+            });
+        }
+    }
+}

@@ -5,11 +5,14 @@ use std::borrow::Cow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// `(version, description, SQL)`, ascending. Append only: an applied migration never changes.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../../migrations/0001_foundation.sql"),
+    ),
+    (2, "audit", include_str!("../../migrations/0002_audit.sql")),
+];
 
 pub fn migrator() -> Migrator {
     Migrator::with_migrations(
