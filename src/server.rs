@@ -22,6 +22,8 @@ pub enum ServerError {
     },
     #[error("admin HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Sip(#[from] crate::sip::SipError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -30,6 +32,7 @@ pub struct Server {
     store: Store,
     admin_listener: TcpListener,
     metrics: Arc<Metrics>,
+    sip: Option<crate::sip::transport::SipServer>,
 }
 
 impl Server {
@@ -48,11 +51,20 @@ impl Server {
             engine = store.engine().name(),
             "store ready"
         );
+        let sip = if config.sip.enabled {
+            Some(
+                crate::sip::transport::SipServer::bind(config.sip.clone(), config.media.clone())
+                    .await?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             config,
             store,
             admin_listener,
             metrics: Arc::new(metrics),
+            sip,
         })
     }
 
@@ -73,6 +85,12 @@ impl Server {
         if let Some(addr) = self.admin_addr() {
             tracing::info!(%addr, "admin HTTP listening (/metrics, /healthz)");
         }
+        let (sip_stop_tx, sip_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let sip = self.sip.map(|sip| {
+            tokio::spawn(sip.run(async {
+                let _ = sip_stop_rx.await;
+            }))
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(
             axum::serve(self.admin_listener, router)
@@ -84,6 +102,10 @@ impl Server {
         );
         let _ = stopping_rx.await;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        let _ = sip_stop_tx.send(());
+        if let Some(sip) = sip {
+            let _ = tokio::time::timeout(grace, sip).await;
+        }
         match tokio::time::timeout(grace, http).await {
             Ok(Ok(result)) => result.map_err(ServerError::Http)?,
             Ok(Err(join)) => tracing::error!(error = %join, "admin HTTP task failed"),
