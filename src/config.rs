@@ -205,6 +205,8 @@ pub struct SipConfig {
     pub max_calls: u32,
     /// Seconds put in Retry-After when refusing a call for load (1-3600).
     pub retry_after_secs: u32,
+    /// Milliseconds to ring (180) before answering (0-60000).
+    pub answer_after_ms: u64,
 }
 
 impl Default for SipConfig {
@@ -217,6 +219,7 @@ impl Default for SipConfig {
             contact_ip: String::new(),
             max_calls: 100,
             retry_after_secs: 30,
+            answer_after_ms: 0,
         }
     }
 }
@@ -501,6 +504,15 @@ impl Config {
                 format!(
                     "expected an integer 1-3600, got {}",
                     self.sip.retry_after_secs
+                ),
+            );
+        }
+        if self.sip.answer_after_ms > 60000 {
+            bad(
+                "sip.answer_after_ms",
+                format!(
+                    "expected an integer 0-60000, got {}",
+                    self.sip.answer_after_ms
                 ),
             );
         }

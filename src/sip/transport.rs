@@ -17,6 +17,7 @@ use super::SipError;
 use super::message::{self, Framing};
 use super::uas::{CallId, Endpoint, EndpointConfig, Event, Transport};
 use crate::config::{MediaConfig, SipConfig, SipTransport};
+use crate::media::sdp::Negotiated;
 use crate::media::session::{self, SessionUpdate};
 use crate::media::{self, CallerEvent, FRAME_16K, MediaEdge, MediaError};
 
@@ -44,6 +45,8 @@ enum Input {
         from: SocketAddr,
     },
     Hangup(CallId),
+    /// The ring time of a call is over: answer it.
+    Answer(CallId),
 }
 
 struct ActiveCall {
@@ -156,6 +159,7 @@ impl SipServer {
         let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
         let mut calls: HashMap<CallId, ActiveCall> = HashMap::new();
         let mut next_rtp_port = self.media.rtp_port_min;
+        let mut ringing: HashMap<CallId, Negotiated> = HashMap::new();
         tokio::pin!(shutdown);
         loop {
             let deadline = endpoint
@@ -175,6 +179,11 @@ impl SipServer {
                         Input::TcpOpen { from, writer } => { tcp_writers.insert(from, writer); }
                         Input::TcpClosed { from } => { tcp_writers.remove(&from); }
                         Input::Hangup(call) => endpoint.hangup(call, now),
+                        Input::Answer(call) => {
+                            if let Some(media) = ringing.remove(&call) {
+                                self.answer(call, media, &mut endpoint, &mut calls, &mut next_rtp_port, &tx).await;
+                            }
+                        }
                     }
                 }
             }
@@ -199,8 +208,33 @@ impl SipServer {
                     }
                 }
                 for event in events {
-                    self.on_event(event, &mut endpoint, &mut calls, &mut next_rtp_port, &tx)
-                        .await;
+                    if let Event::IncomingCall { call, media } = event {
+                        if self.sip.answer_after_ms == 0 {
+                            self.answer(
+                                call,
+                                media,
+                                &mut endpoint,
+                                &mut calls,
+                                &mut next_rtp_port,
+                                &tx,
+                            )
+                            .await;
+                        } else {
+                            endpoint.ring(call);
+                            ringing.insert(call, media);
+                            let tx = tx.clone();
+                            let delay = Duration::from_millis(self.sip.answer_after_ms);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = tx.send(Input::Answer(call)).await;
+                            });
+                        }
+                        continue;
+                    }
+                    if let Event::CallEnded { call, .. } = &event {
+                        ringing.remove(call);
+                    }
+                    self.on_event(event, &mut calls).await;
                 }
             }
         }
@@ -211,69 +245,73 @@ impl SipServer {
         tracing::info!("SIP stopped");
     }
 
-    async fn on_event(
+    async fn answer(
         &self,
-        event: Event,
+        call: CallId,
+        media: Negotiated,
         endpoint: &mut Endpoint,
         calls: &mut HashMap<CallId, ActiveCall>,
         next_rtp_port: &mut u16,
         tx: &mpsc::Sender<Input>,
     ) {
-        match event {
-            Event::IncomingCall { call, media } => {
-                let socket = match self.rtp_socket(next_rtp_port).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(call, error = %e, "no RTP port; refusing the call");
-                        endpoint.reject(
-                            call,
-                            503,
-                            "Service Unavailable",
-                            Some(self.sip.retry_after_secs),
-                            Instant::now(),
-                        );
-                        return;
-                    }
-                };
-                let Ok(mut local) = socket.local_addr() else {
-                    endpoint.reject(call, 500, "Server Internal Error", None, Instant::now());
-                    return;
-                };
-                if local.ip().is_unspecified() {
-                    local.set_ip(self.sip.contact_ip());
-                }
-                tracing::info!(call, codec = media.codec.name(), rtp = %local, "answering call");
-                endpoint.accept(call, local, Instant::now());
-                let (edge, peer) = media::edge(50, 5);
-                let (updates_tx, updates_rx) = mpsc::channel(16);
-                let (confirmed_tx, confirmed_rx) = oneshot::channel();
-                let hangup_tx = tx.clone();
-                tokio::spawn(async move {
-                    let stats = session::run(socket, media, peer, updates_rx, move || {
-                        let _ = hangup_tx.try_send(Input::Hangup(call));
-                    })
-                    .await;
-                    tracing::info!(
-                        call,
-                        rtp_in = stats.rtp_in,
-                        rtp_out = stats.rtp_out,
-                        rtp_bad = stats.rtp_bad,
-                        dtmf_digits = stats.dtmf_digits,
-                        "call media ended"
-                    );
-                });
-                let greeting = self.greeting.clone();
-                let hangup_after = (self.media.hangup_after_greeting_secs > 0)
-                    .then(|| Duration::from_secs(self.media.hangup_after_greeting_secs));
-                tokio::spawn(greeting_flow(edge, greeting, confirmed_rx, hangup_after));
-                calls.insert(
+        let socket = match self.rtp_socket(next_rtp_port).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(call, error = %e, "no RTP port; refusing the call");
+                endpoint.reject(
                     call,
-                    ActiveCall {
-                        updates: updates_tx,
-                        confirmed: Some(confirmed_tx),
-                    },
+                    503,
+                    "Service Unavailable",
+                    Some(self.sip.retry_after_secs),
+                    Instant::now(),
                 );
+                return;
             }
+        };
+        let Ok(mut local) = socket.local_addr() else {
+            endpoint.reject(call, 500, "Server Internal Error", None, Instant::now());
+            return;
+        };
+        if local.ip().is_unspecified() {
+            local.set_ip(self.sip.contact_ip());
+        }
+        tracing::info!(call, codec = media.codec.name(), rtp = %local, "answering call");
+        endpoint.accept(call, local, Instant::now());
+        let (edge, peer) = media::edge(50, 5);
+        let (updates_tx, updates_rx) = mpsc::channel(16);
+        let (confirmed_tx, confirmed_rx) = oneshot::channel();
+        let hangup_tx = tx.clone();
+        tokio::spawn(async move {
+            let stats = session::run(socket, media, peer, updates_rx, move || {
+                let _ = hangup_tx.try_send(Input::Hangup(call));
+            })
+            .await;
+            tracing::info!(
+                call,
+                rtp_in = stats.rtp_in,
+                rtp_out = stats.rtp_out,
+                rtp_bad = stats.rtp_bad,
+                dtmf_digits = stats.dtmf_digits,
+                audio_dropped = stats.audio_dropped,
+                "call media ended"
+            );
+        });
+        let greeting = self.greeting.clone();
+        let hangup_after = (self.media.hangup_after_greeting_secs > 0)
+            .then(|| Duration::from_secs(self.media.hangup_after_greeting_secs));
+        tokio::spawn(greeting_flow(edge, greeting, confirmed_rx, hangup_after));
+        calls.insert(
+            call,
+            ActiveCall {
+                updates: updates_tx,
+                confirmed: Some(confirmed_tx),
+            },
+        );
+    }
+
+    async fn on_event(&self, event: Event, calls: &mut HashMap<CallId, ActiveCall>) {
+        match event {
+            Event::IncomingCall { .. } => {}
             Event::Confirmed { call } => {
                 if let Some(c) = calls.get_mut(&call)
                     && let Some(tx) = c.confirmed.take()

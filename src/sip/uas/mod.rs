@@ -149,6 +149,8 @@ struct Call {
     last_response: Option<Vec<u8>>,
     /// Branch of a re-INVITE whose 200 waits for an ACK.
     reinvite_branch: Option<String>,
+    /// 180 Ringing already sent.
+    rung: bool,
     retransmit: Option<Retransmit>,
     /// When a terminated call is forgotten.
     purge_at: Option<Instant>,
@@ -521,6 +523,7 @@ impl Endpoint {
             sdp_version: 1,
             last_response: None,
             reinvite_branch: None,
+            rung: false,
             retransmit: None,
             purge_at: None,
         }
@@ -585,7 +588,28 @@ impl Endpoint {
         self.calls.insert(id, call);
     }
 
-    /// Answers call `call` (180 Ringing, then 200 OK with our SDP answer, media at `local_media`).
+    /// Sends 180 Ringing for a call not yet answered (once).
+    pub fn ring(&mut self, call: CallId) {
+        let contact = match self.calls.get(&call) {
+            Some(c) if c.state == State::Proceeding && !c.rung => self.contact(c.transport),
+            _ => return,
+        };
+        let user_agent = self.config.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.rung = true;
+        let mut ringing = c.invite.response(180, "Ringing", Some(&c.local_tag));
+        ringing.push("Contact", contact);
+        ringing.push("Server", user_agent);
+        let bytes = ringing.to_bytes();
+        c.last_response = Some(bytes.clone());
+        let (peer, transport) = (c.peer, c.transport);
+        self.send(peer, transport, bytes);
+    }
+
+    /// Answers call `call` (180 Ringing unless sent, then 200 OK with our SDP answer, media at
+    /// `local_media`).
     pub fn accept(&mut self, call: CallId, local_media: SocketAddr, now: Instant) {
         let user_agent = self.config.user_agent.clone();
         let Some(c) = self.calls.get(&call) else {
@@ -595,14 +619,12 @@ impl Endpoint {
             return;
         }
         let transport = c.transport;
+        self.ring(call);
         let contact = self.contact(transport);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         c.local_media = Some(local_media);
-        let mut ringing = c.invite.response(180, "Ringing", Some(&c.local_tag));
-        ringing.push("Contact", contact.clone());
-        ringing.push("Server", user_agent.clone());
         let answer = sdp::answer(&c.media, local_media, c.session_id, c.sdp_version);
         let mut ok = c.invite.response(200, "OK", Some(&c.local_tag));
         ok.push("Contact", contact);
@@ -624,7 +646,6 @@ impl Endpoint {
             deadline: now + TIMEOUT,
         });
         let peer = c.peer;
-        self.send(peer, transport, ringing.to_bytes());
         self.send(peer, transport, ok);
     }
 
