@@ -14,6 +14,8 @@ use std::time::Instant;
 
 /// A sequence jump larger than this (in packets) is a restart, not loss.
 pub const RESYNC_GAP: u64 = 500;
+/// Most packets held at once, whatever arrives between two pops (a flood cannot grow memory).
+pub const MAX_QUEUED: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
@@ -147,6 +149,14 @@ impl JitterBuffer {
         }
         self.highest = self.highest.max(ext);
         self.packets.insert(ext, (payload_type, payload.to_vec()));
+        while self.packets.len() > MAX_QUEUED {
+            if let Some((seq, _)) = self.packets.pop_first() {
+                self.stats.dropped_for_delay += 1;
+                if self.next.is_some_and(|n| n <= seq) {
+                    self.next = Some(seq + 1);
+                }
+            }
+        }
     }
 
     /// The frame for the next 20 ms slot.

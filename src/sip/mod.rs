@@ -13,6 +13,7 @@
 //! the part of SIP a UAS for a clinic needs is small. rsipstack and sipp stay useful as interop
 //! peers in tests.
 
+pub mod fuzz;
 pub mod message;
 pub mod transport;
 pub mod uas;
