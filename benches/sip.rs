@@ -69,6 +69,8 @@ const CALLS: usize = 200;
 
 fn media_path(c: &mut Criterion) {
     let negotiated = Negotiated {
+        proto: "RTP/AVP".into(),
+        srtp: None,
         codec: Codec::Pcmu,
         payload_type: 0,
         dtmf_pt: Some(101),

@@ -197,7 +197,7 @@ pub struct SipConfig {
     #[serde(deserialize_with = "port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
-    /// Transports to listen on: any of `udp`, `tcp`.
+    /// Transports to listen on: any of `udp`, `tcp`, `tls` (TLS 1.2+ on `sip.tls_port`).
     pub transports: Vec<SipTransport>,
     /// IP address put in Via and Contact. Empty means `sip.bind` (set it when binding 0.0.0.0).
     pub contact_ip: String,
@@ -207,6 +207,14 @@ pub struct SipConfig {
     pub retry_after_secs: u32,
     /// Milliseconds to ring (180) before answering (0-60000).
     pub answer_after_ms: u64,
+    /// SIP over TLS port (1-65535), used when `transports` has `tls`.
+    #[serde(deserialize_with = "port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tls_port: u16,
+    /// PEM certificate chain for SIP over TLS.
+    pub tls_cert: PathBuf,
+    /// PEM private key for SIP over TLS.
+    pub tls_key: PathBuf,
 }
 
 impl Default for SipConfig {
@@ -220,6 +228,9 @@ impl Default for SipConfig {
             max_calls: 100,
             retry_after_secs: 30,
             answer_after_ms: 0,
+            tls_port: 5061,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -236,6 +247,7 @@ impl SipConfig {
 pub enum SipTransport {
     Udp,
     Tcp,
+    Tls,
 }
 
 /// Call media: RTP ports and, until the live call pipeline lands, the greeting played to callers.

@@ -414,6 +414,52 @@ fn baresip_hears_the_greeting() {
 }
 
 #[test]
+fn baresip_over_tls_with_mandatory_srtp_hears_the_greeting() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = support::self_signed_cert(certs.path());
+    let tls_port = free_port_range(1);
+    let t = serve(
+        &format!(
+            "transports = [\"udp\", \"tls\"]\ntls_port = {tls_port}\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mic = dir.path().join("mic.wav");
+    speak_wav("Hello, this is a patient calling.", 8000, 8.0, &mic);
+    let call = baresip_call(
+        &format!("sip:clinic@127.0.0.1:{tls_port};transport=tls"),
+        &mic,
+        10,
+        true,
+        dir.path(),
+    );
+    assert!(
+        !call.heard.is_empty(),
+        "baresip recorded nothing:\n{}\n--- carevoice ---\n{}",
+        call.output,
+        t.log()
+    );
+    let (heard_voiced, heard_peak) = voiced_seconds(&call.heard[0]);
+    let (greeting_voiced, _) = voiced_seconds(&t.greeting);
+    let ratio = heard_voiced / greeting_voiced;
+    assert!(
+        heard_peak > 0.05 && (0.6..=1.6).contains(&ratio),
+        "heard {heard_voiced:.2}s (peak {heard_peak}), greeting {greeting_voiced:.2}s\n{}\n{}",
+        call.output,
+        t.log()
+    );
+    let ended = t.wait_events("call media ended", 1);
+    // baresip's SRTP packets authenticated and decrypted: none rejected.
+    assert!(ended[0]["rtp_in"].as_u64().unwrap() > 100, "{ended:?}");
+    assert_eq!(ended[0]["rtp_bad"].as_u64(), Some(0), "{ended:?}");
+    let answering = t.events("answering call");
+    assert_eq!(answering[0]["srtp"], true, "{answering:?}");
+}
+
+#[test]
 fn calls_through_kamailio() {
     let t = serve("", "hangup_after_greeting_secs = 1");
     let kamailio = Kamailio::start(t.sip);

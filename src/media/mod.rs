@@ -25,6 +25,7 @@ pub mod resample;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,8 @@ pub enum MediaError {
     Wav { path: PathBuf, message: String },
     #[error("media.rtp_port_min..rtp_port_max: no free RTP port between {min} and {max}")]
     NoPort { min: u16, max: u16 },
+    #[error("SRTP: {0}")]
+    Srtp(String),
     #[error("RTP socket: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::MediaError;
+use super::srtp::{MasterKey, Suite};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -301,9 +302,25 @@ impl Codec {
     }
 }
 
+/// SDES-SRTP keys agreed in offer/answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// The crypto tag we answered.
+    pub tag: u32,
+    pub suite: Suite,
+    /// The offerer's key (decrypts what it sends).
+    pub remote: MasterKey,
+    /// Our key (encrypts what we send), fresh for each answer.
+    pub local: MasterKey,
+}
+
 /// What offer/answer agreed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
+    /// `RTP/AVP` or `RTP/SAVP`, as offered.
+    pub proto: String,
+    /// Keys when the offer asked for SRTP.
+    pub srtp: Option<SrtpKeys>,
     pub codec: Codec,
     /// The payload type the peer uses for the codec (static: 0 or 8).
     pub payload_type: u8,
@@ -319,10 +336,22 @@ pub struct Negotiated {
 /// Picks what to answer to `offer`: the offerer's first of PCMU/PCMA, plus telephone-event.
 /// `None` when nothing is acceptable (send 488).
 pub fn negotiate(offer: &Sdp) -> Option<Negotiated> {
-    let audio = offer
-        .media
-        .iter()
-        .find(|m| m.media == "audio" && m.port != 0 && m.proto.starts_with("RTP/AVP"))?;
+    let audio = offer.media.iter().find(|m| {
+        m.media == "audio" && m.port != 0 && (m.proto == "RTP/AVP" || m.proto == "RTP/SAVP")
+    })?;
+    let srtp = audio.crypto.iter().find_map(|c| {
+        let suite = Suite::parse(&c.suite)?;
+        let remote = MasterKey::from_key_params(&c.key_params).ok()?;
+        Some(SrtpKeys {
+            tag: c.tag,
+            suite,
+            remote,
+            local: MasterKey::random().ok()?,
+        })
+    });
+    if audio.proto == "RTP/SAVP" && srtp.is_none() {
+        return None;
+    }
     let (codec, pt) = audio.formats.iter().find_map(|f| {
         if f.clock_rate != 8000 {
             return None;
@@ -339,6 +368,8 @@ pub fn negotiate(offer: &Sdp) -> Option<Negotiated> {
         .find(|f| f.encoding == "TELEPHONE-EVENT" && f.clock_rate == 8000)
         .map(|f| f.payload_type);
     Some(Negotiated {
+        proto: audio.proto.clone(),
+        srtp,
         codec,
         payload_type: pt,
         dtmf_pt,
@@ -363,7 +394,7 @@ pub fn answer(
         s,
         "v=0\r\no=carevoice {session_id} {version} IN {kind} {ip}\r\ns=carevoice\r\nc=IN {kind} {ip}\r\nt=0 0\r\n"
     );
-    let _ = write!(s, "m=audio {} RTP/AVP {}", local.port(), n.payload_type);
+    let _ = write!(s, "m=audio {} {} {}", local.port(), n.proto, n.payload_type);
     if let Some(pt) = n.dtmf_pt {
         let _ = write!(s, " {pt}");
     }
@@ -380,6 +411,15 @@ pub fn answer(
         );
     }
     let _ = write!(s, "a=ptime:{}\r\na={}\r\n", n.ptime, n.direction.as_str());
+    if let Some(k) = &n.srtp {
+        let _ = write!(
+            s,
+            "a=crypto:{} {} {}\r\n",
+            k.tag,
+            k.suite.name(),
+            k.local.to_key_params()
+        );
+    }
     s
 }
 
@@ -406,8 +446,33 @@ mod tests {
     }
 
     #[test]
+    fn srtp_offer_gets_our_own_key() {
+        let savp = OFFER.replace("RTP/AVP", "RTP/SAVP");
+        let n = negotiate(&Sdp::parse(savp.as_bytes()).unwrap()).unwrap();
+        let keys = n.srtp.clone().unwrap();
+        assert_eq!(keys.suite, Suite::AesCm128HmacSha1_80);
+        assert_ne!(keys.local, keys.remote);
+        let text = answer(&n, "127.0.0.1:7000".parse().unwrap(), 42, 1);
+        let back = Sdp::parse(text.as_bytes()).unwrap();
+        let a = back.audio().unwrap();
+        assert_eq!(a.proto, "RTP/SAVP");
+        assert_eq!(
+            MasterKey::from_key_params(&a.crypto[0].key_params).unwrap(),
+            keys.local
+        );
+        // SAVP without a usable crypto line: nothing to answer (488).
+        let no_crypto = savp.replace("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80");
+        assert!(negotiate(&Sdp::parse(no_crypto.as_bytes()).unwrap()).is_none());
+    }
+
+    #[test]
     fn answers_byte_for_byte() {
-        let sdp = Sdp::parse(OFFER.as_bytes()).unwrap();
+        let plain: String = OFFER
+            .lines()
+            .filter(|l| !l.starts_with("a=crypto"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let sdp = Sdp::parse(plain.as_bytes()).unwrap();
         let n = negotiate(&sdp).unwrap();
         assert_eq!(n.codec, Codec::Pcma);
         assert_eq!(n.dtmf_pt, Some(101));

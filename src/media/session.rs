@@ -12,6 +12,7 @@ use super::jitter::{JitterBuffer, Playout};
 use super::resample::{Downsampler, Upsampler};
 use super::rtp::{DtmfReceiver, RtpPacket, is_rtcp};
 use super::sdp::{Codec, Direction, Negotiated};
+use super::srtp::SrtpContext;
 use super::{CallerEvent, Control, DtmfSource, EdgePeer, FRAME_8K, FRAME_16K, g711};
 
 /// Largest jitter buffer depth, in 20 ms frames.
@@ -40,7 +41,19 @@ pub struct MediaSession {
     marker: bool,
     scratch8: Vec<i16>,
     packet: Vec<u8>,
+    /// SRTP contexts (receive, send) when SDES keys were agreed.
+    srtp: Option<(SrtpContext, SrtpContext)>,
+    clear: Vec<u8>,
     pub stats: SessionStats,
+}
+
+fn srtp_contexts(media: &Negotiated) -> Option<(SrtpContext, SrtpContext)> {
+    media.srtp.as_ref().map(|k| {
+        (
+            SrtpContext::new(k.suite, &k.remote),
+            SrtpContext::new(k.suite, &k.local),
+        )
+    })
 }
 
 impl MediaSession {
@@ -50,6 +63,8 @@ impl MediaSession {
             .filter(|a| !a.is_unspecified())
             .map(|a| SocketAddr::new(a, media.remote_port));
         MediaSession {
+            srtp: srtp_contexts(&media),
+            clear: Vec::with_capacity(256),
             media,
             remote,
             jitter: JitterBuffer::new(8000, 20, MAX_JITTER_FRAMES),
@@ -79,6 +94,9 @@ impl MediaSession {
         if media.direction != self.media.direction {
             self.marker = true;
         }
+        if media.srtp != self.media.srtp {
+            self.srtp = srtp_contexts(&media);
+        }
         self.media = media;
     }
 
@@ -91,6 +109,20 @@ impl MediaSession {
         if is_rtcp(bytes) {
             return None;
         }
+        let bytes = match self.srtp.as_mut() {
+            Some((rx, _)) => {
+                self.clear.clear();
+                self.clear.extend_from_slice(bytes);
+                match rx.unprotect(&mut self.clear) {
+                    Ok(n) => &self.clear[..n],
+                    Err(_) => {
+                        self.stats.rtp_bad += 1;
+                        return None;
+                    }
+                }
+            }
+            None => bytes,
+        };
         let Ok(p) = RtpPacket::parse(bytes) else {
             self.stats.rtp_bad += 1;
             return None;
@@ -181,6 +213,11 @@ impl MediaSession {
             payload: &payload,
         };
         packet.write(&mut self.packet);
+        if let Some((_, tx)) = self.srtp.as_mut()
+            && tx.protect(&mut self.packet).is_err()
+        {
+            return None;
+        }
         self.marker = false;
         self.seq = self.seq.wrapping_add(1);
         self.stats.rtp_out += 1;
@@ -280,6 +317,8 @@ mod tests {
 
     fn negotiated(direction: Direction) -> Negotiated {
         Negotiated {
+            proto: "RTP/AVP".into(),
+            srtp: None,
             codec: Codec::Pcmu,
             payload_type: 0,
             dtmf_pt: Some(101),

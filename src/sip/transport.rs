@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SipError;
@@ -32,10 +32,12 @@ enum Input {
     Stream {
         msg: Box<message::Message>,
         from: SocketAddr,
+        transport: Transport,
     },
     StreamBad {
         head: Vec<u8>,
         from: SocketAddr,
+        transport: Transport,
     },
     TcpOpen {
         from: SocketAddr,
@@ -58,6 +60,7 @@ struct ActiveCall {
 pub struct SipServer {
     udp: Option<Arc<UdpSocket>>,
     tcp: Option<TcpListener>,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     sip: SipConfig,
     media: MediaConfig,
     greeting: Arc<Vec<i16>>,
@@ -90,6 +93,20 @@ impl SipServer {
         } else {
             None
         };
+        let tls = if sip.transports.contains(&SipTransport::Tls) {
+            let acceptor = tls_acceptor(&sip)?;
+            let addr = SocketAddr::new(sip.bind, sip.tls_port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| SipError::Io {
+                    what: "TLS bind",
+                    addr,
+                    source,
+                })?;
+            Some((listener, acceptor))
+        } else {
+            None
+        };
         let greeting = if media.greeting_wav.as_os_str().is_empty() {
             Vec::new()
         } else {
@@ -98,6 +115,7 @@ impl SipServer {
         Ok(SipServer {
             udp,
             tcp,
+            tls,
             sip,
             media,
             greeting: Arc::new(greeting),
@@ -120,6 +138,7 @@ impl SipServer {
         let contact_ip: IpAddr = self.sip.contact_ip();
         let mut endpoint = Endpoint::new(EndpointConfig {
             contact_addr: SocketAddr::new(contact_ip, bind_addr.port()),
+            tls_port: self.sip.tls_port,
             max_calls: self.sip.max_calls as usize,
             retry_after_secs: self.sip.retry_after_secs,
             user_agent: format!("carevoice/{}", env!("CARGO_PKG_VERSION")),
@@ -151,7 +170,31 @@ impl SipServer {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(tcp_connection(stream, from, tx.clone()));
+                    tokio::spawn(stream_connection(stream, from, Transport::Tcp, tx.clone()));
+                }
+            });
+        }
+        if let Some((listener, acceptor)) = self.tls.take() {
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Ok((stream, from)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => stream_connection(tls, from, Transport::Tls, tx).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%from, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%from, "TLS handshake timed out"),
+                        }
+                    });
                 }
             });
         }
@@ -174,8 +217,8 @@ impl SipServer {
                     let now = Instant::now();
                     match input {
                         Input::Datagram { bytes, from } => endpoint.receive(&bytes, from, Transport::Udp, now),
-                        Input::Stream { msg, from } => endpoint.receive_message(*msg, from, Transport::Tcp, now),
-                        Input::StreamBad { head, from } => endpoint.receive(&head, from, Transport::Tcp, now),
+                        Input::Stream { msg, from, transport } => endpoint.receive_message(*msg, from, transport, now),
+                        Input::StreamBad { head, from, transport } => endpoint.receive(&head, from, transport, now),
                         Input::TcpOpen { from, writer } => { tcp_writers.insert(from, writer); }
                         Input::TcpClosed { from } => { tcp_writers.remove(&from); }
                         Input::Hangup(call) => endpoint.hangup(call, now),
@@ -200,7 +243,7 @@ impl SipServer {
                                 let _ = udp.send_to(&t.bytes, t.to).await;
                             }
                         }
-                        Transport::Tcp => {
+                        Transport::Tcp | Transport::Tls => {
                             if let Some(w) = tcp_writers.get(&t.to) {
                                 let _ = w.try_send(t.bytes);
                             }
@@ -275,7 +318,13 @@ impl SipServer {
         if local.ip().is_unspecified() {
             local.set_ip(self.sip.contact_ip());
         }
-        tracing::info!(call, codec = media.codec.name(), rtp = %local, "answering call");
+        tracing::info!(
+            call,
+            codec = media.codec.name(),
+            srtp = media.srtp.is_some(),
+            rtp = %local,
+            "answering call"
+        );
         endpoint.accept(call, local, Instant::now());
         let (edge, peer) = media::edge(50, 5);
         let (updates_tx, updates_rx) = mpsc::channel(16);
@@ -417,38 +466,62 @@ async fn greeting_flow(
     tracing::info!(dtmf_digits = digits, "greeting flow done");
 }
 
-async fn tcp_connection(stream: TcpStream, from: SocketAddr, tx: mpsc::Sender<Input>) {
-    let (read, write) = stream.into_split();
+/// TLS 1.2+ server config (rustls with ring) from the PEM files in `sip.tls_cert` / `sip.tls_key`.
+fn tls_acceptor(sip: &SipConfig) -> Result<tokio_rustls::TlsAcceptor, SipError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |key: &'static str, message: String| SipError::Config { key, message };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&sip.tls_cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| bad("tls_cert", format!("{}: {e}", sip.tls_cert.display())))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "tls_cert",
+            format!("{}: no certificate", sip.tls_cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&sip.tls_key)
+        .map_err(|e| bad("tls_key", format!("{}: {e}", sip.tls_key.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad("tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("tls_key", format!("{}: {e}", sip.tls_key.display())))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// One TCP or TLS connection: frames SIP messages by Content-Length and writes what the core
+/// sends back to this peer.
+async fn stream_connection<S>(
+    stream: S,
+    from: SocketAddr,
+    transport: Transport,
+    tx: mpsc::Sender<Input>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = tokio::io::split(stream);
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(256);
     if tx.send(Input::TcpOpen { from, writer: wtx }).await.is_err() {
         return;
     }
     let writer = tokio::spawn(async move {
         while let Some(bytes) = wrx.recv().await {
-            let mut sent = 0;
-            while sent < bytes.len() {
-                if write.writable().await.is_err() {
-                    return;
-                }
-                match write.try_write(&bytes[sent..]) {
-                    Ok(n) => sent += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                break;
             }
         }
     });
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16384];
     'read: loop {
-        if read.readable().await.is_err() {
-            break;
-        }
-        let n = match read.try_read(&mut chunk) {
-            Ok(0) => break,
+        let n = match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => break,
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
@@ -458,6 +531,7 @@ async fn tcp_connection(stream: TcpStream, from: SocketAddr, tx: mpsc::Sender<In
                     let input = Input::Stream {
                         msg: Box::new(msg),
                         from,
+                        transport,
                     };
                     if tx.send(input).await.is_err() {
                         break 'read;
@@ -472,7 +546,13 @@ async fn tcp_connection(stream: TcpStream, from: SocketAddr, tx: mpsc::Sender<In
                 Err(_) => {
                     // Framing is lost: answer 400 if the head parses, then close.
                     let head = std::mem::take(&mut buf);
-                    let _ = tx.send(Input::StreamBad { head, from }).await;
+                    let _ = tx
+                        .send(Input::StreamBad {
+                            head,
+                            from,
+                            transport,
+                        })
+                        .await;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     break 'read;
                 }

@@ -26,6 +26,7 @@ const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
@@ -33,11 +34,12 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
     fn reliable(self) -> bool {
-        self == Transport::Tcp
+        self != Transport::Udp
     }
 }
 
@@ -99,8 +101,10 @@ pub enum Event {
 
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    /// Address put in Via and Contact (what peers can reach us at).
+    /// Address put in Via and Contact (what peers can reach us at) for UDP and TCP.
     pub contact_addr: SocketAddr,
+    /// Port put in Via and Contact for TLS.
+    pub tls_port: u16,
     /// Calls beyond this many get 503 with Retry-After.
     pub max_calls: usize,
     pub retry_after_secs: u32,
@@ -251,13 +255,21 @@ impl Endpoint {
     }
 
     fn contact(&self, transport: Transport) -> String {
-        let a = self.config.contact_addr;
+        let a = self.via_addr(transport);
         format!(
             "<sip:carevoice@{}:{};transport={}>",
             host_for_print(&a.ip().to_string()),
             a.port(),
             transport.name().to_ascii_lowercase()
         )
+    }
+
+    fn via_addr(&self, transport: Transport) -> SocketAddr {
+        let mut a = self.config.contact_addr;
+        if transport == Transport::Tls {
+            a.set_port(self.config.tls_port);
+        }
+        a
     }
 
     /// Handles one datagram or one framed stream message from `from`.
@@ -545,6 +557,8 @@ impl Endpoint {
         let id = self.next_id;
         self.next_id += 1;
         let placeholder = Negotiated {
+            proto: "RTP/AVP".into(),
+            srtp: None,
             codec: sdp::Codec::Pcmu,
             payload_type: 0,
             dtmf_pt: None,
@@ -914,7 +928,11 @@ impl Endpoint {
             State::Rejected | State::Terminated => return,
         }
         let user_agent = self.config.user_agent.clone();
-        let via_addr = self.config.contact_addr;
+        let via_addr = self.via_addr(
+            self.calls
+                .get(&call)
+                .map_or(Transport::Udp, |c| c.transport),
+        );
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };

@@ -7,6 +7,7 @@ const CALLER: &str = "127.0.0.1:5999";
 fn endpoint(max_calls: usize) -> Endpoint {
     Endpoint::new(EndpointConfig {
         contact_addr: "127.0.0.1:5060".parse().unwrap(),
+        tls_port: 5061,
         max_calls,
         retry_after_secs: 30,
         user_agent: "carevoice/test".into(),
