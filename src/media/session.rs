@@ -394,4 +394,121 @@ mod tests {
         let p = RtpPacket::parse(&p).unwrap();
         assert!(p.marker);
     }
+
+    #[tokio::test]
+    async fn media_edge_over_loopback_udp() {
+        use crate::media::{CallerEvent, edge};
+        let ours = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut media = negotiated(Direction::SendRecv);
+        media.remote_port = caller.local_addr().unwrap().port();
+        let ours_addr = ours.local_addr().unwrap();
+        let (mut edge, peer) = edge(50, 5);
+        let (updates_tx, updates_rx) = mpsc::channel(4);
+        let hung_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = hung_up.clone();
+        let task = tokio::spawn(run(ours, media, peer, updates_rx, move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+        // The caller sends 10 packets of a loud signal and a DTMF event.
+        let mut buf = Vec::new();
+        for i in 0..10u16 {
+            RtpPacket {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: i,
+                timestamp: i as u32 * 160,
+                ssrc: 5,
+                payload: &[0x80; 160],
+            }
+            .write(&mut buf);
+            caller.send_to(&buf, ours_addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        RtpPacket {
+            marker: true,
+            payload_type: 101,
+            sequence: 10,
+            timestamp: 2000,
+            ssrc: 5,
+            payload: &[9, 10, 0, 160],
+        }
+        .write(&mut buf);
+        caller.send_to(&buf, ours_addr).await.unwrap();
+        let mut loud = 0;
+        let mut digit = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while (loud < 5 || digit.is_none()) && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), edge.events.recv()).await {
+                Ok(Some(CallerEvent::Audio(f))) => {
+                    assert_eq!(f.len(), FRAME_16K);
+                    if f.iter().any(|s| s.unsigned_abs() > 10000) {
+                        loud += 1;
+                    }
+                }
+                Ok(Some(CallerEvent::Dtmf { digit: d, source })) => {
+                    assert_eq!(source, DtmfSource::Rfc4733);
+                    digit = Some(d);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(loud >= 5, "{loud} loud frames");
+        assert_eq!(digit, Some('9'));
+        // We play a loud frame: the caller gets it as PCMU at 20 ms pacing, marker first.
+        edge.play.send(vec![12000i16; FRAME_16K * 3]).await.unwrap();
+        let mut rbuf = [0u8; 2048];
+        let mut got_loud = false;
+        for _ in 0..20 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(1), caller.recv_from(&mut rbuf))
+                .await
+                .unwrap()
+                .unwrap();
+            let p = RtpPacket::parse(&rbuf[..n]).unwrap();
+            if p.payload
+                .iter()
+                .any(|&b| g711::ulaw_to_linear(b).unsigned_abs() > 5000)
+            {
+                got_loud = true;
+                break;
+            }
+        }
+        assert!(got_loud);
+        // Barge-in: a long queue is dropped at once.
+        for _ in 0..5 {
+            edge.play.send(vec![12000i16; FRAME_16K]).await.unwrap();
+        }
+        edge.flush().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(5), caller.recv_from(&mut rbuf)).await
+        {
+        }
+        for _ in 0..5 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(1), caller.recv_from(&mut rbuf))
+                .await
+                .unwrap()
+                .unwrap();
+            let p = RtpPacket::parse(&rbuf[..n]).unwrap();
+            assert!(
+                p.payload
+                    .iter()
+                    .all(|&b| g711::ulaw_to_linear(b).unsigned_abs() < 200),
+                "audio after flush"
+            );
+        }
+        edge.hangup().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(hung_up.load(std::sync::atomic::Ordering::SeqCst));
+        updates_tx.send(SessionUpdate::End).await.unwrap();
+        let stats = task.await.unwrap();
+        assert_eq!(stats.dtmf_digits, 1);
+        loop {
+            match edge.events.recv().await {
+                Some(CallerEvent::Ended) => break,
+                Some(_) => continue,
+                None => panic!("no Ended event"),
+            }
+        }
+    }
 }
