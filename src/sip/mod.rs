@@ -5,8 +5,13 @@
 //! - [`uas`]: the user-agent server: server transactions with their timers, dialogs, INVITE /
 //!   ACK / BYE / CANCEL / OPTIONS / INFO / re-INVITE. Fed datagrams and `Instant`s, it returns
 //!   bytes to send, call events and its next timeout; no sockets inside.
-//! - [`transport`]: the tokio shell (UDP and TCP) that drives [`uas::Endpoint`] and the media
-//!   tasks of each call.
+//! - [`transport`]: the tokio shell (UDP, TCP, and TLS 1.2+ via tokio-rustls with ring) that
+//!   drives [`uas::Endpoint`] and the media tasks of each call.
+//! - [`fuzz`]: entry points of the cargo-fuzz targets in `fuzz/` (also run over the seed corpus
+//!   by `tests/fuzz_corpus.rs`).
+//!
+//! Not done yet: REGISTER with digest auth and refresh, REFER blind transfer, outbound INVITE,
+//! inbound digest challenge / per-trunk allow-lists, Opus.
 //!
 //! We keep our own core rather than `rsipstack`: rsipstack binds its transactions and dialogs to
 //! tokio tasks and sockets, so its state machines cannot be driven byte-for-byte with a fake clock;
