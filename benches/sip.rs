@@ -31,7 +31,7 @@ User-Agent: Trunk/1.0\r\n\
 Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, INFO\r\n\
 Supported: replaces, timer\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 245\r\n\
+Content-Length: 242\r\n\
 \r\n\
 v=0\r\n\
 o=root 1821 1821 IN IP4 192.0.2.1\r\n\
