@@ -38,49 +38,65 @@ fn sat(x: f32) -> i16 {
 
 /// 8 kHz -> 16 kHz, streaming (keeps filter state between frames).
 pub struct Upsampler {
-    taps: [f32; TAPS],
-    history: [f32; TAPS / 2],
+    /// Even and odd polyphase taps, reversed so each output is one contiguous dot product.
+    even: [f32; TAPS / 2],
+    odd: [f32; TAPS / 2],
+    /// The last `TAPS / 2 - 1` input samples, then the current frame.
+    buf: Vec<f32>,
 }
 
 impl Default for Upsampler {
     fn default() -> Self {
+        let taps = lowpass(0.23);
+        let half = TAPS / 2;
+        let mut even = [0f32; TAPS / 2];
+        let mut odd = [0f32; TAPS / 2];
+        for m in 0..half {
+            even[m] = 2.0 * taps[2 * (half - 1 - m)];
+            odd[m] = 2.0 * taps[2 * (half - 1 - m) + 1];
+        }
         Upsampler {
-            taps: lowpass(0.23),
-            history: [0.0; TAPS / 2],
+            even,
+            odd,
+            buf: vec![0.0; half - 1],
         }
     }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl Upsampler {
     /// Appends `2 * input.len()` samples to `out`.
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
         let half = TAPS / 2;
-        for &s in input {
-            self.history.copy_within(1.., 0);
-            self.history[half - 1] = s as f32;
-            // Zero-stuffed signal: phase 0 uses even taps, phase 1 odd taps; gain 2.
-            for phase in 0..2 {
-                let mut acc = 0f32;
-                for k in 0..half {
-                    acc += self.taps[2 * k + phase] * self.history[half - 1 - k];
-                }
-                out.push(sat(2.0 * acc));
-            }
+        self.buf.extend(input.iter().map(|&s| s as f32));
+        for i in 0..input.len() {
+            let w = &self.buf[i..i + half];
+            out.push(sat(dot(&self.even, w)));
+            out.push(sat(dot(&self.odd, w)));
         }
+        let keep = self.buf.len() - (half - 1);
+        self.buf.drain(..keep);
     }
 }
 
 /// 16 kHz -> 8 kHz, streaming.
 pub struct Downsampler {
+    /// Taps reversed for contiguous dot products.
     taps: [f32; TAPS],
-    history: [f32; TAPS],
+    /// The last `TAPS - 2` input samples, then the current frame.
+    buf: Vec<f32>,
 }
 
 impl Default for Downsampler {
     fn default() -> Self {
+        let mut taps = lowpass(0.23);
+        taps.reverse();
         Downsampler {
-            taps: lowpass(0.23),
-            history: [0.0; TAPS],
+            taps,
+            buf: vec![0.0; TAPS - 2],
         }
     }
 }
@@ -88,16 +104,13 @@ impl Default for Downsampler {
 impl Downsampler {
     /// Appends `input.len() / 2` samples to `out` (an odd trailing sample is dropped).
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
-        for pair in input.chunks_exact(2) {
-            self.history.copy_within(2.., 0);
-            self.history[TAPS - 2] = pair[0] as f32;
-            self.history[TAPS - 1] = pair[1] as f32;
-            let mut acc = 0f32;
-            for (t, h) in self.taps.iter().zip(self.history.iter().rev()) {
-                acc += t * h;
-            }
-            out.push(sat(acc));
+        let n = input.len() / 2;
+        self.buf.extend(input[..2 * n].iter().map(|&s| s as f32));
+        for j in 0..n {
+            out.push(sat(dot(&self.taps, &self.buf[2 * j..2 * j + TAPS])));
         }
+        let keep = self.buf.len() - (TAPS - 2);
+        self.buf.drain(..keep);
     }
 }
 
