@@ -65,6 +65,8 @@ pub struct Config {
     pub emr: EmrConfig,
     pub audit: AuditConfig,
     pub keys: KeysConfig,
+    pub sip: SipConfig,
+    pub media: MediaConfig,
 }
 
 /// The server process.
@@ -171,6 +173,99 @@ impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::new(),
+        }
+    }
+}
+
+/// SIP signalling: where carevoice answers calls from a trunk, a PBX or a proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// Answer SIP calls. Off by default: `serve` then runs without telephony.
+    pub enabled: bool,
+    /// Address the SIP transports listen on.
+    pub bind: IpAddr,
+    /// SIP port for UDP and TCP (1-65535).
+    #[serde(deserialize_with = "port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Transports to listen on: any of `udp`, `tcp`, `tls` (TLS 1.2+ on `sip.tls_port`).
+    pub transports: Vec<SipTransport>,
+    /// IP address put in Via and Contact. Empty means `sip.bind` (set it when binding 0.0.0.0).
+    pub contact_ip: String,
+    /// Most calls at once (1-10000); further INVITEs get 503 with Retry-After.
+    pub max_calls: u32,
+    /// Seconds put in Retry-After when refusing a call for load (1-3600).
+    pub retry_after_secs: u32,
+    /// Milliseconds to ring (180) before answering (0-60000).
+    pub answer_after_ms: u64,
+    /// SIP over TLS port (1-65535), used when `transports` has `tls`.
+    #[serde(deserialize_with = "port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tls_port: u16,
+    /// PEM certificate chain for SIP over TLS.
+    pub tls_cert: PathBuf,
+    /// PEM private key for SIP over TLS.
+    pub tls_key: PathBuf,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 5060,
+            transports: vec![SipTransport::Udp, SipTransport::Tcp],
+            contact_ip: String::new(),
+            max_calls: 100,
+            retry_after_secs: 30,
+            answer_after_ms: 0,
+            tls_port: 5061,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+        }
+    }
+}
+
+impl SipConfig {
+    /// `contact_ip` parsed, or the bind address when empty.
+    pub fn contact_ip(&self) -> IpAddr {
+        self.contact_ip.parse().unwrap_or(self.bind)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Call media: RTP ports and, until the live call pipeline lands, the greeting played to callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Address RTP sockets bind to (and that SDP answers carry unless `sip.contact_ip` is set).
+    pub bind: IpAddr,
+    /// Lowest RTP port (1024-65534); each call takes one even port.
+    pub rtp_port_min: u16,
+    /// Highest RTP port (1024-65535, at least `rtp_port_min`).
+    pub rtp_port_max: u16,
+    /// WAV file (any rate, mono or stereo) played to each caller after answer. Empty: silence.
+    pub greeting_wav: PathBuf,
+    /// Seconds after the greeting ends before carevoice hangs up (0-3600; 0: wait for the caller).
+    pub hangup_after_greeting_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            rtp_port_min: 20000,
+            rtp_port_max: 20999,
+            greeting_wav: PathBuf::new(),
+            hangup_after_greeting_secs: 0,
         }
     }
 }
@@ -626,7 +721,91 @@ impl Config {
                 bad(key, format!("expected an integer {min}-{max}, got {value}"));
             }
         }
+        self.validate_telephony(&mut errors);
         errors
+    }
+
+    fn validate_telephony(&self, errors: &mut Vec<KeyError>) {
+        let mut bad = |key: &str, message: String| {
+            errors.push(KeyError {
+                key: key.into(),
+                message,
+                from_env: None,
+            })
+        };
+        if self.sip.transports.is_empty() {
+            bad(
+                "sip.transports",
+                "expected at least one of \"udp\", \"tcp\"".into(),
+            );
+        }
+        if !self.sip.contact_ip.is_empty() && self.sip.contact_ip.parse::<IpAddr>().is_err() {
+            bad(
+                "sip.contact_ip",
+                format!("expected an IP address, got {:?}", self.sip.contact_ip),
+            );
+        }
+        if !(1..=10000).contains(&self.sip.max_calls) {
+            bad(
+                "sip.max_calls",
+                format!("expected an integer 1-10000, got {}", self.sip.max_calls),
+            );
+        }
+        if !(1..=3600).contains(&self.sip.retry_after_secs) {
+            bad(
+                "sip.retry_after_secs",
+                format!(
+                    "expected an integer 1-3600, got {}",
+                    self.sip.retry_after_secs
+                ),
+            );
+        }
+        if self.sip.answer_after_ms > 60000 {
+            bad(
+                "sip.answer_after_ms",
+                format!(
+                    "expected an integer 0-60000, got {}",
+                    self.sip.answer_after_ms
+                ),
+            );
+        }
+        if !(1024..=65534).contains(&self.media.rtp_port_min) {
+            bad(
+                "media.rtp_port_min",
+                format!(
+                    "expected an integer 1024-65534, got {}",
+                    self.media.rtp_port_min
+                ),
+            );
+        }
+        if self.media.rtp_port_max < self.media.rtp_port_min.saturating_add(1) {
+            bad(
+                "media.rtp_port_max",
+                format!(
+                    "expected at least media.rtp_port_min + 1 ({}), got {}",
+                    self.media.rtp_port_min.saturating_add(1),
+                    self.media.rtp_port_max
+                ),
+            );
+        }
+        if self.media.hangup_after_greeting_secs > 3600 {
+            bad(
+                "media.hangup_after_greeting_secs",
+                format!(
+                    "expected an integer 0-3600, got {}",
+                    self.media.hangup_after_greeting_secs
+                ),
+            );
+        }
+        if self.sip.enabled
+            && !self.media.greeting_wav.as_os_str().is_empty()
+            && !self.media.greeting_wav.is_file()
+        {
+            bad(
+                "media.greeting_wav",
+                format!("{}: no such file", self.media.greeting_wav.display()),
+            );
+        }
     }
 
     /// The configuration as TOML with secrets masked, for `carevoice config show`.

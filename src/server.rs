@@ -24,6 +24,8 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Sip(#[from] crate::sip::SipError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -33,6 +35,7 @@ pub struct Server {
     admin_listener: TcpListener,
     metrics: Arc<Metrics>,
     audit: crate::audit::Audit,
+    sip: Option<crate::sip::transport::SipServer>,
 }
 
 impl Server {
@@ -53,12 +56,21 @@ impl Server {
             engine = store.engine().name(),
             "store ready"
         );
+        let sip = if config.sip.enabled {
+            Some(
+                crate::sip::transport::SipServer::bind(config.sip.clone(), config.media.clone())
+                    .await?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             config,
             store,
             admin_listener,
             metrics: Arc::new(metrics),
             audit,
+            sip,
         })
     }
 
@@ -84,6 +96,12 @@ impl Server {
         if let Some(addr) = self.admin_addr() {
             tracing::info!(%addr, "admin HTTP listening (/metrics, /healthz)");
         }
+        let (sip_stop_tx, sip_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let sip = self.sip.map(|sip| {
+            tokio::spawn(sip.run(async {
+                let _ = sip_stop_rx.await;
+            }))
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(
             axum::serve(self.admin_listener, router)
@@ -95,6 +113,10 @@ impl Server {
         );
         let _ = stopping_rx.await;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        let _ = sip_stop_tx.send(());
+        if let Some(sip) = sip {
+            let _ = tokio::time::timeout(grace, sip).await;
+        }
         match tokio::time::timeout(grace, http).await {
             Ok(Ok(result)) => result.map_err(ServerError::Http)?,
             Ok(Err(join)) => tracing::error!(error = %join, "admin HTTP task failed"),

@@ -1,0 +1,164 @@
+//! Call media: SDP, RTP, jitter buffer, G.711, resampling, DTMF, and a call's media edge.
+//!
+//! # The media edge
+//!
+//! Each answered call gets a [`MediaEdge`], the only thing the call pipeline (speech recognition,
+//! dialog, synthesis) needs to know about telephony. All channels are bounded tokio channels:
+//!
+//! - [`MediaEdge::events`] yields [`CallerEvent`]s: [`CallerEvent::Audio`] frames of 20 ms of
+//!   16 kHz mono PCM ([`FRAME_16K`] samples, one per 20 ms, concealed with silence where packets
+//!   were lost), [`CallerEvent::Dtmf`] keypad digits (RFC 4733 or SIP INFO), and a final
+//!   [`CallerEvent::Ended`] when the call is over (after it the channel closes). If the consumer
+//!   falls behind, audio frames are dropped (counted), never buffered without bound.
+//! - [`MediaEdge::play`] takes 16 kHz mono PCM frames of any length for the caller. The sender
+//!   is bounded: `send().await` waits while the queue is full, which paces a producer that is
+//!   faster than real time. The RTP side takes 20 ms per 20 ms tick.
+//! - [`MediaEdge::flush`] ("flush playback now", for barge-in) drops everything queued for the
+//!   caller; playback stops at the next 20 ms tick.
+//! - [`MediaEdge::hangup`] ends the call from our side (BYE).
+//!
+//! Keypad digits can be PHI (a date of birth): they are never logged, only counted.
+
+pub mod g711;
+pub mod jitter;
+pub mod resample;
+pub mod rtp;
+pub mod sdp;
+pub mod session;
+pub mod srtp;
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+/// Samples in one 20 ms frame at 16 kHz.
+pub const FRAME_16K: usize = 320;
+/// Samples in one 20 ms frame at 8 kHz.
+pub const FRAME_8K: usize = 160;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("SDP line {line}: {message}")]
+    Sdp { line: usize, message: String },
+    #[error("RTP: {0}")]
+    Rtp(String),
+    #[error("{path}: cannot read WAV: {message}")]
+    Wav { path: PathBuf, message: String },
+    #[error("media.rtp_port_min..rtp_port_max: no free RTP port between {min} and {max}")]
+    NoPort { min: u16, max: u16 },
+    #[error("SRTP: {0}")]
+    Srtp(String),
+    #[error("RTP socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where a digit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    Rfc4733,
+    SipInfo,
+}
+
+/// What the caller sends us.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallerEvent {
+    /// 20 ms of 16 kHz mono PCM.
+    Audio(Vec<i16>),
+    Dtmf {
+        digit: char,
+        source: DtmfSource,
+    },
+    /// The call is over (either side hung up); nothing follows.
+    Ended,
+}
+
+/// Commands to the RTP side that are not audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Drop everything queued for playback.
+    Flush,
+    /// End the call from our side.
+    Hangup,
+}
+
+/// The pipeline's handle on one call's media. See the module docs.
+pub struct MediaEdge {
+    pub events: mpsc::Receiver<CallerEvent>,
+    pub play: mpsc::Sender<Vec<i16>>,
+    control: mpsc::Sender<Control>,
+}
+
+impl MediaEdge {
+    /// Stops playback at once (barge-in).
+    pub async fn flush(&self) {
+        let _ = self.control.send(Control::Flush).await;
+    }
+
+    /// Ends the call (we send BYE).
+    pub async fn hangup(&self) {
+        let _ = self.control.send(Control::Hangup).await;
+    }
+}
+
+/// The RTP side of the channels a [`MediaEdge`] talks to.
+pub struct EdgePeer {
+    pub events: mpsc::Sender<CallerEvent>,
+    pub play: mpsc::Receiver<Vec<i16>>,
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// A connected edge and its peer: `events_depth` and `play_depth` bound each direction (in
+/// messages; a 20 ms frame is one message).
+pub fn edge(events_depth: usize, play_depth: usize) -> (MediaEdge, EdgePeer) {
+    let (ev_tx, ev_rx) = mpsc::channel(events_depth);
+    let (play_tx, play_rx) = mpsc::channel(play_depth);
+    let (ctl_tx, ctl_rx) = mpsc::channel(8);
+    (
+        MediaEdge {
+            events: ev_rx,
+            play: play_tx,
+            control: ctl_tx,
+        },
+        EdgePeer {
+            events: ev_tx,
+            play: play_rx,
+            control: ctl_rx,
+        },
+    )
+}
+
+/// Reads a WAV file (PCM 8/16/24/32-bit or float, any rate, mono or stereo) as 16 kHz mono.
+pub fn load_wav_16k(path: &Path) -> Result<Vec<i16>, MediaError> {
+    let err = |message: String| MediaError::Wav {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
+    let spec = reader.spec();
+    let channels = spec.channels.max(1) as usize;
+    let samples: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(e.to_string()))?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(e.to_string()))?
+        }
+    };
+    let mono: Vec<i16> = samples
+        .chunks(channels)
+        .map(|c| {
+            let avg = c.iter().sum::<f32>() / c.len() as f32;
+            (avg * 32767.0).round().clamp(-32768.0, 32767.0) as i16
+        })
+        .collect();
+    if mono.is_empty() {
+        return Err(err("no samples".into()));
+    }
+    Ok(resample::resample_offline(&mono, spec.sample_rate, 16000))
+}

@@ -1,0 +1,47 @@
+//! SIP signalling (RFC 3261) as a sans-IO core plus a thin tokio shell.
+//!
+//! - [`message`]: parse and print SIP messages (compact forms, folded headers, multiple Via,
+//!   quoting, IPv6, Content-Length checks).
+//! - [`uas`]: the user-agent server: server transactions with their timers, dialogs, INVITE /
+//!   ACK / BYE / CANCEL / OPTIONS / INFO / re-INVITE. Fed datagrams and `Instant`s, it returns
+//!   bytes to send, call events and its next timeout; no sockets inside.
+//! - [`transport`]: the tokio shell (UDP, TCP, and TLS 1.2+ via tokio-rustls with ring) that
+//!   drives [`uas::Endpoint`] and the media tasks of each call.
+//! - [`fuzz`]: entry points of the cargo-fuzz targets in `fuzz/` (also run over the seed corpus
+//!   by `tests/fuzz_corpus.rs`).
+//!
+//! Not done yet: REGISTER with digest auth and refresh, REFER blind transfer, outbound INVITE,
+//! inbound digest challenge / per-trunk allow-lists, Opus.
+//!
+//! We keep our own core rather than `rsipstack`: rsipstack binds its transactions and dialogs to
+//! tokio tasks and sockets, so its state machines cannot be driven byte-for-byte with a fake clock;
+//! the part of SIP a UAS for a clinic needs is small. rsipstack and sipp stay useful as interop
+//! peers in tests.
+
+pub mod fuzz;
+pub mod message;
+pub mod transport;
+pub mod uas;
+
+/// Errors of the SIP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("malformed SIP message: {0}")]
+    Malformed(String),
+    #[error("SIP message too large: {0} bytes")]
+    TooLarge(usize),
+    #[error("incomplete SIP message (waiting for more bytes)")]
+    Incomplete,
+    #[error("empty datagram")]
+    Empty,
+    #[error("sip.{key}: {message}")]
+    Config { key: &'static str, message: String },
+    #[error("SIP transport {what} on {addr}: {source}")]
+    Io {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("media: {0}")]
+    Media(#[from] crate::media::MediaError),
+}

@@ -1,0 +1,564 @@
+//! The tokio shell around [`Endpoint`]: UDP and TCP sockets, the timer, RTP ports, and one media
+//! task per call. Everything SIP-specific happens in the sans-IO core; this file moves bytes.
+//!
+//! Until the live call pipeline lands, each answered call is handed to a greeting flow that plays
+//! `media.greeting_wav` to the caller (and hangs up after `media.hangup_after_greeting_secs` when
+//! set). The pipeline will take the same [`MediaEdge`] instead.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use super::SipError;
+use super::message::{self, Framing};
+use super::uas::{CallId, Endpoint, EndpointConfig, Event, Transport};
+use crate::config::{MediaConfig, SipConfig, SipTransport};
+use crate::media::sdp::Negotiated;
+use crate::media::session::{self, SessionUpdate};
+use crate::media::{self, CallerEvent, FRAME_16K, MediaEdge, MediaError};
+
+/// Largest TCP read buffer per connection before the connection is dropped.
+const MAX_STREAM_BUFFER: usize = 2 * message::MAX_MESSAGE;
+
+enum Input {
+    Datagram {
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    Stream {
+        msg: Box<message::Message>,
+        from: SocketAddr,
+        transport: Transport,
+    },
+    StreamBad {
+        head: Vec<u8>,
+        from: SocketAddr,
+        transport: Transport,
+    },
+    TcpOpen {
+        from: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    TcpClosed {
+        from: SocketAddr,
+    },
+    Hangup(CallId),
+    /// The ring time of a call is over: answer it.
+    Answer(CallId),
+}
+
+struct ActiveCall {
+    updates: mpsc::Sender<SessionUpdate>,
+    confirmed: Option<oneshot::Sender<()>>,
+}
+
+/// The SIP server: bound sockets, ready to run.
+pub struct SipServer {
+    udp: Option<Arc<UdpSocket>>,
+    tcp: Option<TcpListener>,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    sip: SipConfig,
+    media: MediaConfig,
+    greeting: Arc<Vec<i16>>,
+}
+
+impl SipServer {
+    /// Binds the configured transports and loads the greeting.
+    pub async fn bind(sip: SipConfig, media: MediaConfig) -> Result<SipServer, SipError> {
+        let addr = SocketAddr::new(sip.bind, sip.port);
+        let udp = if sip.transports.contains(&SipTransport::Udp) {
+            let s = UdpSocket::bind(addr).await.map_err(|source| SipError::Io {
+                what: "UDP bind",
+                addr,
+                source,
+            })?;
+            Some(Arc::new(s))
+        } else {
+            None
+        };
+        let tcp = if sip.transports.contains(&SipTransport::Tcp) {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| SipError::Io {
+                        what: "TCP bind",
+                        addr,
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        let tls = if sip.transports.contains(&SipTransport::Tls) {
+            let acceptor = tls_acceptor(&sip)?;
+            let addr = SocketAddr::new(sip.bind, sip.tls_port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| SipError::Io {
+                    what: "TLS bind",
+                    addr,
+                    source,
+                })?;
+            Some((listener, acceptor))
+        } else {
+            None
+        };
+        let greeting = if media.greeting_wav.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            media::load_wav_16k(&media.greeting_wav)?
+        };
+        Ok(SipServer {
+            udp,
+            tcp,
+            tls,
+            sip,
+            media,
+            greeting: Arc::new(greeting),
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.udp
+            .as_ref()
+            .and_then(|u| u.local_addr().ok())
+            .or_else(|| self.tcp.as_ref().and_then(|t| t.local_addr().ok()))
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let (tx, mut rx) = mpsc::channel::<Input>(4096);
+        let bind_addr = self
+            .local_addr()
+            .unwrap_or(SocketAddr::new(self.sip.bind, self.sip.port));
+        let contact_ip: IpAddr = self.sip.contact_ip();
+        let mut endpoint = Endpoint::new(EndpointConfig {
+            contact_addr: SocketAddr::new(contact_ip, bind_addr.port()),
+            tls_port: self.sip.tls_port,
+            max_calls: self.sip.max_calls as usize,
+            retry_after_secs: self.sip.retry_after_secs,
+            user_agent: format!("carevoice/{}", env!("CARGO_PKG_VERSION")),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(udp) = self.udp.clone() {
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                        continue;
+                    };
+                    let input = Input::Datagram {
+                        bytes: buf[..n].to_vec(),
+                        from,
+                    };
+                    if tx.send(input).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        if let Some(listener) = self.tcp.take() {
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Ok((stream, from)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(stream_connection(stream, from, Transport::Tcp, tx.clone()));
+                }
+            });
+        }
+        if let Some((listener, acceptor)) = self.tls.take() {
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Ok((stream, from)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => stream_connection(tls, from, Transport::Tls, tx).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%from, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%from, "TLS handshake timed out"),
+                        }
+                    });
+                }
+            });
+        }
+        tracing::info!(addr = %bind_addr, transports = ?self.sip.transports, "SIP listening");
+        let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+        let mut calls: HashMap<CallId, ActiveCall> = HashMap::new();
+        let mut next_rtp_port = self.media.rtp_port_min;
+        let mut ringing: HashMap<CallId, Negotiated> = HashMap::new();
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = endpoint
+                .next_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep_until(deadline) => endpoint.on_timeout(Instant::now()),
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    let now = Instant::now();
+                    match input {
+                        Input::Datagram { bytes, from } => endpoint.receive(&bytes, from, Transport::Udp, now),
+                        Input::Stream { msg, from, transport } => endpoint.receive_message(*msg, from, transport, now),
+                        Input::StreamBad { head, from, transport } => endpoint.receive(&head, from, transport, now),
+                        Input::TcpOpen { from, writer } => { tcp_writers.insert(from, writer); }
+                        Input::TcpClosed { from } => { tcp_writers.remove(&from); }
+                        Input::Hangup(call) => endpoint.hangup(call, now),
+                        Input::Answer(call) => {
+                            if let Some(media) = ringing.remove(&call) {
+                                self.answer(call, media, &mut endpoint, &mut calls, &mut next_rtp_port, &tx).await;
+                            }
+                        }
+                    }
+                }
+            }
+            // Events may lead to more output (accept, reject), so drain until quiet.
+            loop {
+                let (transmits, events) = endpoint.drain();
+                if transmits.is_empty() && events.is_empty() {
+                    break;
+                }
+                for t in transmits {
+                    match t.transport {
+                        Transport::Udp => {
+                            if let Some(udp) = &self.udp {
+                                let _ = udp.send_to(&t.bytes, t.to).await;
+                            }
+                        }
+                        Transport::Tcp | Transport::Tls => {
+                            if let Some(w) = tcp_writers.get(&t.to) {
+                                let _ = w.try_send(t.bytes);
+                            }
+                        }
+                    }
+                }
+                for event in events {
+                    if let Event::IncomingCall { call, media } = event {
+                        if self.sip.answer_after_ms == 0 {
+                            self.answer(
+                                call,
+                                media,
+                                &mut endpoint,
+                                &mut calls,
+                                &mut next_rtp_port,
+                                &tx,
+                            )
+                            .await;
+                        } else {
+                            endpoint.ring(call);
+                            ringing.insert(call, media);
+                            let tx = tx.clone();
+                            let delay = Duration::from_millis(self.sip.answer_after_ms);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = tx.send(Input::Answer(call)).await;
+                            });
+                        }
+                        continue;
+                    }
+                    if let Event::CallEnded { call, .. } = &event {
+                        ringing.remove(call);
+                    }
+                    self.on_event(event, &mut calls).await;
+                }
+            }
+        }
+        for (_, c) in calls.drain() {
+            let _ = c.updates.try_send(SessionUpdate::End);
+        }
+        tasks.abort_all();
+        tracing::info!("SIP stopped");
+    }
+
+    async fn answer(
+        &self,
+        call: CallId,
+        media: Negotiated,
+        endpoint: &mut Endpoint,
+        calls: &mut HashMap<CallId, ActiveCall>,
+        next_rtp_port: &mut u16,
+        tx: &mpsc::Sender<Input>,
+    ) {
+        let socket = match self.rtp_socket(next_rtp_port).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(call, error = %e, "no RTP port; refusing the call");
+                endpoint.reject(
+                    call,
+                    503,
+                    "Service Unavailable",
+                    Some(self.sip.retry_after_secs),
+                    Instant::now(),
+                );
+                return;
+            }
+        };
+        let Ok(mut local) = socket.local_addr() else {
+            endpoint.reject(call, 500, "Server Internal Error", None, Instant::now());
+            return;
+        };
+        if local.ip().is_unspecified() {
+            local.set_ip(self.sip.contact_ip());
+        }
+        tracing::info!(
+            call,
+            codec = media.codec.name(),
+            srtp = media.srtp.is_some(),
+            rtp = %local,
+            "answering call"
+        );
+        endpoint.accept(call, local, Instant::now());
+        let (edge, peer) = media::edge(50, 5);
+        let (updates_tx, updates_rx) = mpsc::channel(16);
+        let (confirmed_tx, confirmed_rx) = oneshot::channel();
+        let hangup_tx = tx.clone();
+        tokio::spawn(async move {
+            let stats = session::run(socket, media, peer, updates_rx, move || {
+                let _ = hangup_tx.try_send(Input::Hangup(call));
+            })
+            .await;
+            tracing::info!(
+                call,
+                rtp_in = stats.rtp_in,
+                rtp_out = stats.rtp_out,
+                rtp_bad = stats.rtp_bad,
+                dtmf_digits = stats.dtmf_digits,
+                audio_dropped = stats.audio_dropped,
+                "call media ended"
+            );
+        });
+        let greeting = self.greeting.clone();
+        let hangup_after = (self.media.hangup_after_greeting_secs > 0)
+            .then(|| Duration::from_secs(self.media.hangup_after_greeting_secs));
+        tokio::spawn(greeting_flow(edge, greeting, confirmed_rx, hangup_after));
+        calls.insert(
+            call,
+            ActiveCall {
+                updates: updates_tx,
+                confirmed: Some(confirmed_tx),
+            },
+        );
+    }
+
+    async fn on_event(&self, event: Event, calls: &mut HashMap<CallId, ActiveCall>) {
+        match event {
+            Event::IncomingCall { .. } => {}
+            Event::Confirmed { call } => {
+                if let Some(c) = calls.get_mut(&call)
+                    && let Some(tx) = c.confirmed.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+            Event::MediaChanged { call, media } => {
+                tracing::info!(call, direction = media.direction.as_str(), "media changed");
+                if let Some(c) = calls.get(&call) {
+                    let _ = c.updates.send(SessionUpdate::Media(media)).await;
+                }
+            }
+            Event::InfoDtmf { call, .. } => {
+                if let (Event::InfoDtmf { digit, .. }, Some(c)) = (&event, calls.get(&call)) {
+                    let _ = c.updates.try_send(SessionUpdate::InfoDtmf(*digit));
+                }
+            }
+            Event::CallEnded { call, reason } => {
+                tracing::info!(call, ?reason, "call ended");
+                if let Some(c) = calls.remove(&call) {
+                    let _ = c.updates.try_send(SessionUpdate::End);
+                }
+            }
+            Event::BadRequest { .. } => {
+                // The reason may quote header text: keep it out of the logs.
+                tracing::debug!("malformed SIP message refused");
+            }
+        }
+    }
+
+    async fn rtp_socket(&self, next: &mut u16) -> Result<UdpSocket, MediaError> {
+        let (min, max) = (self.media.rtp_port_min, self.media.rtp_port_max);
+        // Even ports only (RTP convention), round robin through the range.
+        let span = (max - min) / 2 + 1;
+        for _ in 0..span {
+            let port = *next;
+            *next = if port + 2 > max { min } else { port + 2 };
+            if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.media.bind, port)).await {
+                return Ok(s);
+            }
+        }
+        Err(MediaError::NoPort { min, max })
+    }
+}
+
+/// Plays the greeting once the call is confirmed; drains what the caller sends.
+async fn greeting_flow(
+    mut edge: MediaEdge,
+    greeting: Arc<Vec<i16>>,
+    confirmed: oneshot::Receiver<()>,
+    hangup_after: Option<Duration>,
+) {
+    if confirmed.await.is_err() {
+        return;
+    }
+    let mut frames = greeting.chunks(FRAME_16K);
+    let mut next_frame = frames.next();
+    let hangup_time = || hangup_after.map(|d| tokio::time::Instant::now() + d);
+    let mut hangup_at = if next_frame.is_none() {
+        hangup_time()
+    } else {
+        None
+    };
+    let mut digits = 0u32;
+    loop {
+        tokio::select! {
+            sent = async {
+                match next_frame {
+                    Some(f) => edge.play.send(f.to_vec()).await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if !sent {
+                    return;
+                }
+                next_frame = frames.next();
+                if next_frame.is_none() {
+                    hangup_at = hangup_time();
+                }
+            }
+            ev = edge.events.recv() => match ev {
+                Some(CallerEvent::Ended) | None => break,
+                Some(CallerEvent::Dtmf { .. }) => digits += 1,
+                Some(CallerEvent::Audio(_)) => {}
+            },
+            _ = async {
+                match hangup_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                edge.hangup().await;
+                while let Some(ev) = edge.events.recv().await {
+                    if ev == CallerEvent::Ended {
+                        break;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    tracing::info!(dtmf_digits = digits, "greeting flow done");
+}
+
+/// TLS 1.2+ server config (rustls with ring) from the PEM files in `sip.tls_cert` / `sip.tls_key`.
+fn tls_acceptor(sip: &SipConfig) -> Result<tokio_rustls::TlsAcceptor, SipError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |key: &'static str, message: String| SipError::Config { key, message };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&sip.tls_cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| bad("tls_cert", format!("{}: {e}", sip.tls_cert.display())))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "tls_cert",
+            format!("{}: no certificate", sip.tls_cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&sip.tls_key)
+        .map_err(|e| bad("tls_key", format!("{}: {e}", sip.tls_key.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad("tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("tls_key", format!("{}: {e}", sip.tls_key.display())))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// One TCP or TLS connection: frames SIP messages by Content-Length and writes what the core
+/// sends back to this peer.
+async fn stream_connection<S>(
+    stream: S,
+    from: SocketAddr,
+    transport: Transport,
+    tx: mpsc::Sender<Input>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut read, mut write) = tokio::io::split(stream);
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(256);
+    if tx.send(Input::TcpOpen { from, writer: wtx }).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = wrx.recv().await {
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16384];
+    'read: loop {
+        let n = match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match message::parse(&buf, Framing::Stream) {
+                Ok((msg, used)) => {
+                    buf.drain(..used);
+                    let input = Input::Stream {
+                        msg: Box::new(msg),
+                        from,
+                        transport,
+                    };
+                    if tx.send(input).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(SipError::Incomplete) => {
+                    if buf.len() > MAX_STREAM_BUFFER {
+                        break 'read;
+                    }
+                    break;
+                }
+                Err(_) => {
+                    // Framing is lost: answer 400 if the head parses, then close.
+                    let head = std::mem::take(&mut buf);
+                    let _ = tx
+                        .send(Input::StreamBad {
+                            head,
+                            from,
+                            transport,
+                        })
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break 'read;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Input::TcpClosed { from }).await;
+    writer.abort();
+}

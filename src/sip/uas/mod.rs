@@ -1,0 +1,1078 @@
+//! The user-agent server core, sans-IO: server transactions (RFC 3261 17.2) with their timers,
+//! dialogs, and the requests a clinic's phone line receives.
+//!
+//! Drive it with [`Endpoint::receive`] (bytes from a peer), [`Endpoint::accept`] /
+//! [`Endpoint::reject`] / [`Endpoint::hangup`] (the application's decisions) and
+//! [`Endpoint::on_timeout`]; take what it produced with [`Endpoint::drain`] (bytes to send and
+//! events) and ask [`Endpoint::next_timeout`] when to call it again. No sockets, no clock inside.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::SipError;
+use super::message::{self, Framing, Message, NameAddr, host_for_print};
+use crate::media::sdp::{self, Negotiated, Sdp};
+
+pub const T1: Duration = Duration::from_millis(500);
+pub const T2: Duration = Duration::from_secs(4);
+/// 64 * T1: how long transactions wait for an ACK or a response, and linger after they end.
+pub const TIMEOUT: Duration = Duration::from_secs(32);
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    fn reliable(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// Bytes for the shell to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub transport: Transport,
+    pub bytes: Vec<u8>,
+}
+
+pub type CallId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// We hung up.
+    LocalBye,
+    /// The caller cancelled before we answered.
+    Cancelled,
+    /// We rejected the call.
+    Rejected(u16),
+    /// No ACK came for our 200 OK.
+    NoAck,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new call: answer it with [`Endpoint::accept`] or turn it down with [`Endpoint::reject`].
+    IncomingCall {
+        call: CallId,
+        /// What we will answer to the offer (codec, DTMF payload type, the caller's media address).
+        media: Negotiated,
+    },
+    /// The ACK for our 200 OK arrived: media may flow both ways.
+    Confirmed {
+        call: CallId,
+    },
+    /// A re-INVITE changed the media (hold, unhold, new address or codec). Already answered.
+    MediaChanged {
+        call: CallId,
+        media: Negotiated,
+    },
+    /// A keypad digit sent with SIP INFO.
+    InfoDtmf {
+        call: CallId,
+        digit: char,
+    },
+    CallEnded {
+        call: CallId,
+        reason: EndReason,
+    },
+    /// A request we refused as malformed (for metrics; the 400 is already queued).
+    BadRequest {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Address put in Via and Contact (what peers can reach us at) for UDP and TCP.
+    pub contact_addr: SocketAddr,
+    /// Port put in Via and Contact for TLS.
+    pub tls_port: u16,
+    /// Calls beyond this many get 503 with Retry-After.
+    pub max_calls: usize,
+    pub retry_after_secs: u32,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// INVITE received, waiting for the application.
+    Proceeding,
+    /// 200 OK sent, waiting for ACK.
+    Answered,
+    Confirmed,
+    /// A non-2xx final response sent, waiting for ACK.
+    Rejected,
+    Terminated,
+}
+
+#[derive(Debug)]
+struct Retransmit {
+    bytes: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Call {
+    state: State,
+    peer: SocketAddr,
+    transport: Transport,
+    invite: Message,
+    invite_branch: String,
+    call_id: String,
+    local_tag: String,
+    /// Remote target (the caller's Contact URI).
+    remote_target: String,
+    route_set: Vec<String>,
+    remote_cseq: u32,
+    local_cseq: u32,
+    local_media: Option<SocketAddr>,
+    media: Negotiated,
+    session_id: u64,
+    sdp_version: u64,
+    /// Last response to the INVITE (or re-INVITE) in progress, resent on retransmissions.
+    last_response: Option<Vec<u8>>,
+    /// Branch of a re-INVITE whose 200 waits for an ACK.
+    reinvite_branch: Option<String>,
+    /// 180 Ringing already sent.
+    rung: bool,
+    retransmit: Option<Retransmit>,
+    /// When a terminated call is forgotten.
+    purge_at: Option<Instant>,
+}
+
+/// A non-INVITE server transaction's response kept for retransmissions (Timer J).
+struct Cached {
+    bytes: Vec<u8>,
+    expires: Instant,
+}
+
+/// Our BYE, retransmitted until a response (Timers E/F).
+struct ClientTx {
+    to: SocketAddr,
+    transport: Transport,
+    retransmit: Retransmit,
+}
+
+pub struct Endpoint {
+    config: EndpointConfig,
+    calls: HashMap<CallId, Call>,
+    by_branch: HashMap<String, CallId>,
+    by_dialog: HashMap<(String, String), CallId>,
+    cached: HashMap<(String, String), Cached>,
+    client: HashMap<String, ClientTx>,
+    next_id: CallId,
+    transmits: Vec<Transmit>,
+    events: Vec<Event>,
+}
+
+fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+fn dtmf_from_info(msg: &Message) -> Option<char> {
+    let ct = msg.header("Content-Type")?.to_ascii_lowercase();
+    let body = std::str::from_utf8(&msg.body).ok()?;
+    let raw = if ct.starts_with("application/dtmf-relay") {
+        body.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })?
+    } else if ct.starts_with("application/dtmf") {
+        body.trim()
+    } else {
+        return None;
+    };
+    let c = raw.chars().next()?.to_ascii_uppercase();
+    match raw {
+        "10" => Some('*'),
+        "11" => Some('#'),
+        _ if raw.len() == 1 && "0123456789*#ABCD".contains(c) => Some(c),
+        _ => None,
+    }
+}
+
+impl Endpoint {
+    pub fn new(config: EndpointConfig) -> Endpoint {
+        Endpoint {
+            config,
+            calls: HashMap::new(),
+            by_branch: HashMap::new(),
+            by_dialog: HashMap::new(),
+            cached: HashMap::new(),
+            client: HashMap::new(),
+            next_id: 1,
+            transmits: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Calls not yet ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.state != State::Terminated)
+            .count()
+    }
+
+    /// Everything queued since the last drain: bytes to send, then events.
+    pub fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>) {
+        (
+            std::mem::take(&mut self.transmits),
+            std::mem::take(&mut self.events),
+        )
+    }
+
+    fn send(&mut self, to: SocketAddr, transport: Transport, bytes: Vec<u8>) {
+        self.transmits.push(Transmit {
+            to,
+            transport,
+            bytes,
+        });
+    }
+
+    fn finish(&mut self, resp: &mut Message) {
+        resp.push("Server", self.config.user_agent.clone());
+    }
+
+    fn contact(&self, transport: Transport) -> String {
+        let a = self.via_addr(transport);
+        format!(
+            "<sip:carevoice@{}:{};transport={}>",
+            host_for_print(&a.ip().to_string()),
+            a.port(),
+            transport.name().to_ascii_lowercase()
+        )
+    }
+
+    fn via_addr(&self, transport: Transport) -> SocketAddr {
+        let mut a = self.config.contact_addr;
+        if transport == Transport::Tls {
+            a.set_port(self.config.tls_port);
+        }
+        a
+    }
+
+    /// Handles one datagram or one framed stream message from `from`.
+    pub fn receive(&mut self, bytes: &[u8], from: SocketAddr, transport: Transport, now: Instant) {
+        let msg = match message::parse(bytes, Framing::Datagram) {
+            Ok((m, _)) => m,
+            Err(SipError::Empty) => return,
+            Err(e) => {
+                self.reply_bad(
+                    message::parse_head_only(bytes),
+                    &e.to_string(),
+                    from,
+                    transport,
+                );
+                return;
+            }
+        };
+        self.receive_message(msg, from, transport, now);
+    }
+
+    /// Handles an already parsed message (stream transports frame and parse first).
+    pub fn receive_message(
+        &mut self,
+        msg: Message,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        if msg.code().is_some() {
+            self.on_response(&msg);
+            return;
+        }
+        if let Err(e) = msg.check_request() {
+            self.reply_bad(Some(msg), &e.to_string(), from, transport);
+            return;
+        }
+        let method = msg.method().unwrap_or_default().to_string();
+        let branch = msg
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        // Retransmitted non-INVITE request: resend the response.
+        if method != "INVITE"
+            && method != "ACK"
+            && let Some(c) = self.cached.get(&(branch.clone(), method.clone()))
+        {
+            let bytes = c.bytes.clone();
+            self.send(from, transport, bytes);
+            return;
+        }
+        match method.as_str() {
+            "INVITE" => self.on_invite(msg, branch, from, transport, now),
+            "ACK" => self.on_ack(&msg, &branch, now),
+            "BYE" => self.on_bye(msg, branch, from, transport, now),
+            "CANCEL" => self.on_cancel(msg, branch, from, transport, now),
+            "OPTIONS" => {
+                let mut r = msg.response(200, "OK", Some(&random_token()));
+                r.push("Allow", ALLOW);
+                r.push("Accept", "application/sdp");
+                self.respond_cached(r, branch, method, from, transport, now);
+            }
+            "INFO" => self.on_info(msg, branch, from, transport, now),
+            "REGISTER" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "MESSAGE" | "UPDATE" | "PRACK"
+            | "REFER" => {
+                let mut r = msg.response(405, "Method Not Allowed", Some(&random_token()));
+                r.push("Allow", ALLOW);
+                self.respond_cached(r, branch, method, from, transport, now);
+            }
+            _ => {
+                let mut r = msg.response(501, "Not Implemented", Some(&random_token()));
+                r.push("Allow", ALLOW);
+                self.respond_cached(r, branch, method, from, transport, now);
+            }
+        }
+    }
+
+    fn reply_bad(
+        &mut self,
+        msg: Option<Message>,
+        reason: &str,
+        from: SocketAddr,
+        transport: Transport,
+    ) {
+        self.events.push(Event::BadRequest {
+            reason: reason.to_string(),
+        });
+        // A 400 needs a request with a Via to go back along; anything else is dropped.
+        let Some(msg) = msg else { return };
+        if msg.method().is_none() || msg.method() == Some("ACK") || msg.top_via().is_none() {
+            return;
+        }
+        let phrase: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
+        let mut r = msg.response(400, &format!("Bad Request ({phrase})"), None);
+        self.finish(&mut r);
+        self.send(from, transport, r.to_bytes());
+    }
+
+    fn respond_cached(
+        &mut self,
+        mut resp: Message,
+        branch: String,
+        method: String,
+        to: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        self.finish(&mut resp);
+        let bytes = resp.to_bytes();
+        if !transport.reliable() && !branch.is_empty() {
+            self.cached.insert(
+                (branch, method),
+                Cached {
+                    bytes: bytes.clone(),
+                    expires: now + TIMEOUT,
+                },
+            );
+        }
+        self.send(to, transport, bytes);
+    }
+
+    fn dialog_of(&self, msg: &Message) -> Option<CallId> {
+        let call_id = msg.call_id()?.to_string();
+        let tag = msg.to()?.tag()?.to_string();
+        self.by_dialog.get(&(call_id, tag)).copied()
+    }
+
+    fn on_invite(
+        &mut self,
+        msg: Message,
+        branch: String,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        // A retransmission of an INVITE in progress: resend the last response.
+        if let Some(id) = self.by_branch.get(&branch).copied() {
+            if let Some(call) = self.calls.get(&id)
+                && let Some(bytes) = call.last_response.clone()
+            {
+                self.send(from, transport, bytes);
+            }
+            return;
+        }
+        if msg.to().and_then(|t| t.tag().map(str::to_string)).is_some() {
+            self.on_reinvite(msg, branch, from, transport, now);
+            return;
+        }
+        let local_tag = random_token();
+        let offer = if msg.body.is_empty() {
+            Err("an SDP offer is required".to_string())
+        } else if !msg
+            .header("Content-Type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+        {
+            Err("the body is not application/sdp".to_string())
+        } else {
+            Sdp::parse(&msg.body).map_err(|e| e.to_string())
+        };
+        let media = match offer.map(|o| sdp::negotiate(&o)) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.reject_new(
+                    &msg,
+                    branch,
+                    488,
+                    "Not Acceptable Here",
+                    &local_tag,
+                    from,
+                    transport,
+                    now,
+                    None,
+                );
+                return;
+            }
+            Err(e) => {
+                let reason = format!("Not Acceptable Here ({e})");
+                self.reject_new(
+                    &msg, branch, 488, &reason, &local_tag, from, transport, now, None,
+                );
+                return;
+            }
+        };
+        if self.active_calls() >= self.config.max_calls {
+            let retry = self.config.retry_after_secs;
+            self.reject_new(
+                &msg,
+                branch,
+                503,
+                "Service Unavailable",
+                &local_tag,
+                from,
+                transport,
+                now,
+                Some(retry),
+            );
+            return;
+        }
+        let mut trying = msg.response(100, "Trying", None);
+        self.finish(&mut trying);
+        let trying = trying.to_bytes();
+        self.send(from, transport, trying.clone());
+        let id = self.next_id;
+        self.next_id += 1;
+        let call = self.new_call(
+            &msg,
+            branch.clone(),
+            local_tag,
+            from,
+            transport,
+            media.clone(),
+        );
+        let mut call = call;
+        call.last_response = Some(trying);
+        self.by_branch.insert(branch, id);
+        self.by_dialog
+            .insert((call.call_id.clone(), call.local_tag.clone()), id);
+        self.calls.insert(id, call);
+        self.events.push(Event::IncomingCall { call: id, media });
+    }
+
+    fn new_call(
+        &self,
+        msg: &Message,
+        branch: String,
+        local_tag: String,
+        from: SocketAddr,
+        transport: Transport,
+        media: Negotiated,
+    ) -> Call {
+        let remote_target = msg
+            .header("Contact")
+            .and_then(NameAddr::parse)
+            .map(|n| n.uri)
+            .or_else(|| msg.from().map(|f| f.uri))
+            .unwrap_or_default();
+        let session_id = u64::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        ) >> 2;
+        Call {
+            state: State::Proceeding,
+            peer: from,
+            transport,
+            invite: msg.clone(),
+            invite_branch: branch,
+            call_id: msg.call_id().unwrap_or_default().to_string(),
+            local_tag,
+            remote_target,
+            route_set: msg
+                .headers_named("Record-Route")
+                .map(str::to_string)
+                .collect(),
+            remote_cseq: msg.cseq().map(|c| c.0).unwrap_or(0),
+            local_cseq: 0,
+            local_media: None,
+            media,
+            session_id,
+            sdp_version: 1,
+            last_response: None,
+            reinvite_branch: None,
+            rung: false,
+            retransmit: None,
+            purge_at: None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reject_new(
+        &mut self,
+        msg: &Message,
+        branch: String,
+        code: u16,
+        reason: &str,
+        local_tag: &str,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+        retry_after: Option<u32>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let placeholder = Negotiated {
+            proto: "RTP/AVP".into(),
+            srtp: None,
+            codec: sdp::Codec::Pcmu,
+            payload_type: 0,
+            dtmf_pt: None,
+            remote_addr: None,
+            remote_port: 0,
+            direction: sdp::Direction::Inactive,
+            ptime: 20,
+        };
+        let mut call = self.new_call(
+            msg,
+            branch.clone(),
+            local_tag.to_string(),
+            from,
+            transport,
+            placeholder,
+        );
+        let mut r = msg.response(code, reason, Some(local_tag));
+        if let Some(secs) = retry_after {
+            r.push("Retry-After", secs.to_string());
+        }
+        if code == 488 {
+            r.push("Warning", "304 carevoice \"Media type not available\"");
+        }
+        self.finish(&mut r);
+        let bytes = r.to_bytes();
+        call.state = State::Rejected;
+        call.last_response = Some(bytes.clone());
+        call.retransmit = Some(Retransmit {
+            bytes: bytes.clone(),
+            next: now + T1,
+            interval: T1,
+            deadline: now + TIMEOUT,
+        });
+        if transport.reliable()
+            && let Some(r) = call.retransmit.as_mut()
+        {
+            r.next = r.deadline;
+        }
+        self.send(from, transport, bytes);
+        self.by_branch.insert(branch, id);
+        self.calls.insert(id, call);
+    }
+
+    /// Sends 180 Ringing for a call not yet answered (once).
+    pub fn ring(&mut self, call: CallId) {
+        let contact = match self.calls.get(&call) {
+            Some(c) if c.state == State::Proceeding && !c.rung => self.contact(c.transport),
+            _ => return,
+        };
+        let user_agent = self.config.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.rung = true;
+        let mut ringing = c.invite.response(180, "Ringing", Some(&c.local_tag));
+        ringing.push("Contact", contact);
+        ringing.push("Server", user_agent);
+        let bytes = ringing.to_bytes();
+        c.last_response = Some(bytes.clone());
+        let (peer, transport) = (c.peer, c.transport);
+        self.send(peer, transport, bytes);
+    }
+
+    /// Answers call `call` (180 Ringing unless sent, then 200 OK with our SDP answer, media at
+    /// `local_media`).
+    pub fn accept(&mut self, call: CallId, local_media: SocketAddr, now: Instant) {
+        let user_agent = self.config.user_agent.clone();
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.state != State::Proceeding {
+            return;
+        }
+        let transport = c.transport;
+        self.ring(call);
+        let contact = self.contact(transport);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.local_media = Some(local_media);
+        let answer = sdp::answer(&c.media, local_media, c.session_id, c.sdp_version);
+        let mut ok = c.invite.response(200, "OK", Some(&c.local_tag));
+        ok.push("Contact", contact);
+        ok.push("Allow", ALLOW);
+        ok.push("Server", user_agent);
+        ok.push("Content-Type", "application/sdp");
+        ok.body = answer.into_bytes();
+        let ok = ok.to_bytes();
+        c.state = State::Answered;
+        c.last_response = Some(ok.clone());
+        c.retransmit = Some(Retransmit {
+            bytes: ok.clone(),
+            next: if transport.reliable() {
+                now + TIMEOUT
+            } else {
+                now + T1
+            },
+            interval: T1,
+            deadline: now + TIMEOUT,
+        });
+        let peer = c.peer;
+        self.send(peer, transport, ok);
+    }
+
+    /// Turns down a call we have not answered (486 Busy Here, 503, 603 ...).
+    pub fn reject(
+        &mut self,
+        call: CallId,
+        code: u16,
+        reason: &str,
+        retry_after: Option<u32>,
+        now: Instant,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.state != State::Proceeding {
+            return;
+        }
+        let mut r = c.invite.response(code, reason, Some(&c.local_tag));
+        if let Some(secs) = retry_after {
+            r.push("Retry-After", secs.to_string());
+        }
+        r.push("Server", self.config.user_agent.clone());
+        let bytes = r.to_bytes();
+        c.state = State::Rejected;
+        c.last_response = Some(bytes.clone());
+        c.retransmit = Some(Retransmit {
+            bytes: bytes.clone(),
+            next: if c.transport.reliable() {
+                now + TIMEOUT
+            } else {
+                now + T1
+            },
+            interval: T1,
+            deadline: now + TIMEOUT,
+        });
+        let (peer, transport) = (c.peer, c.transport);
+        self.send(peer, transport, bytes);
+        self.events.push(Event::CallEnded {
+            call,
+            reason: EndReason::Rejected(code),
+        });
+    }
+
+    fn on_ack(&mut self, msg: &Message, branch: &str, now: Instant) {
+        // ACK for a non-2xx final response: same branch as the INVITE.
+        if let Some(id) = self.by_branch.get(branch).copied()
+            && let Some(c) = self.calls.get_mut(&id)
+            && c.state == State::Rejected
+        {
+            c.retransmit = None;
+            c.state = State::Terminated;
+            c.purge_at = Some(now + TIMEOUT);
+            return;
+        }
+        let Some(id) = self.dialog_of(msg) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match c.state {
+            State::Answered => {
+                c.retransmit = None;
+                c.state = State::Confirmed;
+                self.events.push(Event::Confirmed { call: id });
+            }
+            State::Confirmed if c.reinvite_branch.is_some() => {
+                c.retransmit = None;
+                c.reinvite_branch = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_reinvite(
+        &mut self,
+        msg: Message,
+        branch: String,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        let Some(id) = self.dialog_of(&msg) else {
+            let mut r = msg.response(481, "Call/Transaction Does Not Exist", None);
+            self.finish(&mut r);
+            self.send(from, transport, r.to_bytes());
+            return;
+        };
+        let contact = self.contact(transport);
+        let user_agent = self.config.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
+        let (code, reason) = if c.state != State::Confirmed || c.reinvite_branch.is_some() {
+            (491, "Request Pending")
+        } else if cseq <= c.remote_cseq {
+            (500, "Server Internal Error (CSeq out of order)")
+        } else {
+            (200, "OK")
+        };
+        let negotiated = if code == 200 {
+            Sdp::parse(&msg.body).ok().and_then(|o| sdp::negotiate(&o))
+        } else {
+            None
+        };
+        let mut r;
+        if code == 200
+            && let Some(media) = negotiated
+        {
+            c.remote_cseq = cseq;
+            c.media = media.clone();
+            c.sdp_version += 1;
+            r = msg.response(200, "OK", Some(&c.local_tag));
+            r.push("Contact", contact);
+            r.push("Server", user_agent);
+            r.push("Content-Type", "application/sdp");
+            let local = c.local_media.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            r.body = sdp::answer(&media, local, c.session_id, c.sdp_version).into_bytes();
+            let bytes = r.to_bytes();
+            c.reinvite_branch = Some(branch.clone());
+            c.retransmit = Some(Retransmit {
+                bytes: bytes.clone(),
+                next: if transport.reliable() {
+                    now + TIMEOUT
+                } else {
+                    now + T1
+                },
+                interval: T1,
+                deadline: now + TIMEOUT,
+            });
+            c.last_response = Some(bytes.clone());
+            self.by_branch.insert(branch, id);
+            self.send(from, transport, bytes);
+            self.events.push(Event::MediaChanged { call: id, media });
+        } else {
+            if code == 200 {
+                c.remote_cseq = cseq;
+                r = msg.response(488, "Not Acceptable Here", None);
+            } else {
+                r = msg.response(code, reason, None);
+            }
+            r.push("Server", user_agent);
+            // The ACK for this error goes hop by hop; it needs nothing from us.
+            self.send(from, transport, r.to_bytes());
+        }
+    }
+
+    fn on_bye(
+        &mut self,
+        msg: Message,
+        branch: String,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        let (code, reason) = match self.dialog_of(&msg) {
+            Some(id) => {
+                if let Some(c) = self.calls.get_mut(&id)
+                    && c.state != State::Terminated
+                {
+                    c.state = State::Terminated;
+                    c.retransmit = None;
+                    c.purge_at = Some(now + TIMEOUT);
+                    self.events.push(Event::CallEnded {
+                        call: id,
+                        reason: EndReason::RemoteBye,
+                    });
+                }
+                (200, "OK")
+            }
+            None => (481, "Call/Transaction Does Not Exist"),
+        };
+        let r = msg.response(code, reason, None);
+        self.respond_cached(r, branch, "BYE".into(), from, transport, now);
+    }
+
+    fn on_cancel(
+        &mut self,
+        msg: Message,
+        branch: String,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        let Some(id) = self.by_branch.get(&branch).copied() else {
+            let r = msg.response(481, "Call/Transaction Does Not Exist", None);
+            self.respond_cached(r, branch, "CANCEL".into(), from, transport, now);
+            return;
+        };
+        let r = msg.response(200, "OK", None);
+        self.respond_cached(r, branch, "CANCEL".into(), from, transport, now);
+        let user_agent = self.config.user_agent.clone();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.state != State::Proceeding {
+            return;
+        }
+        let mut r = c
+            .invite
+            .response(487, "Request Terminated", Some(&c.local_tag));
+        r.push("Server", user_agent);
+        let bytes = r.to_bytes();
+        c.state = State::Rejected;
+        c.last_response = Some(bytes.clone());
+        c.retransmit = Some(Retransmit {
+            bytes: bytes.clone(),
+            next: if c.transport.reliable() {
+                now + TIMEOUT
+            } else {
+                now + T1
+            },
+            interval: T1,
+            deadline: now + TIMEOUT,
+        });
+        let (peer, t) = (c.peer, c.transport);
+        self.send(peer, t, bytes);
+        self.events.push(Event::CallEnded {
+            call: id,
+            reason: EndReason::Cancelled,
+        });
+    }
+
+    fn on_info(
+        &mut self,
+        msg: Message,
+        branch: String,
+        from: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
+        let r = match self.dialog_of(&msg) {
+            Some(id) => {
+                if let Some(digit) = dtmf_from_info(&msg) {
+                    self.events.push(Event::InfoDtmf { call: id, digit });
+                }
+                msg.response(200, "OK", None)
+            }
+            None => msg.response(481, "Call/Transaction Does Not Exist", None),
+        };
+        self.respond_cached(r, branch, "INFO".into(), from, transport, now);
+    }
+
+    fn on_response(&mut self, msg: &Message) {
+        // Responses to our BYE: any final response ends the client transaction.
+        if let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string))
+            && msg.code().is_some_and(|c| c >= 200)
+        {
+            self.client.remove(&branch);
+        }
+    }
+
+    /// Hangs up: BYE for an answered call, 480 for one still ringing.
+    pub fn hangup(&mut self, call: CallId, now: Instant) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        match c.state {
+            State::Proceeding => {
+                self.reject(call, 480, "Temporarily Unavailable", None, now);
+                return;
+            }
+            State::Answered | State::Confirmed => {}
+            State::Rejected | State::Terminated => return,
+        }
+        let user_agent = self.config.user_agent.clone();
+        let via_addr = self.via_addr(
+            self.calls
+                .get(&call)
+                .map_or(Transport::Udp, |c| c.transport),
+        );
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.local_cseq = c.local_cseq.max(c.remote_cseq) + 1;
+        let branch = format!("z9hG4bK{}", random_token());
+        let mut bye = Message::request("BYE", &c.remote_target);
+        bye.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {}:{};branch={branch};rport",
+                c.transport.name(),
+                host_for_print(&via_addr.ip().to_string()),
+                via_addr.port()
+            ),
+        );
+        bye.push("Max-Forwards", "70");
+        // From/To swap: our To (with our tag) is the From of our requests.
+        let mut local = c.invite.header("To").unwrap_or_default().to_string();
+        if NameAddr::parse(&local).is_some_and(|n| n.tag().is_none()) {
+            let _ = write!(local, ";tag={}", c.local_tag);
+        }
+        bye.push("From", local);
+        bye.push(
+            "To",
+            c.invite.header("From").unwrap_or_default().to_string(),
+        );
+        bye.push("Call-ID", c.call_id.clone());
+        bye.push("CSeq", format!("{} BYE", c.local_cseq));
+        for route in &c.route_set {
+            bye.push("Route", route.clone());
+        }
+        bye.push("User-Agent", user_agent);
+        let bytes = bye.to_bytes();
+        c.state = State::Terminated;
+        c.retransmit = None;
+        c.purge_at = Some(now + TIMEOUT);
+        let (peer, transport) = (c.peer, c.transport);
+        self.client.insert(
+            branch,
+            ClientTx {
+                to: peer,
+                transport,
+                retransmit: Retransmit {
+                    bytes: bytes.clone(),
+                    next: if transport.reliable() {
+                        now + TIMEOUT
+                    } else {
+                        now + T1
+                    },
+                    interval: T1,
+                    deadline: now + TIMEOUT,
+                },
+            },
+        );
+        self.send(peer, transport, bytes);
+        self.events.push(Event::CallEnded {
+            call,
+            reason: EndReason::LocalBye,
+        });
+    }
+
+    /// When [`Endpoint::on_timeout`] wants to run next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let calls = self.calls.values().flat_map(|c| {
+            [
+                c.retransmit.as_ref().map(|r| r.next.min(r.deadline)),
+                c.purge_at,
+            ]
+        });
+        let client = self
+            .client
+            .values()
+            .map(|t| Some(t.retransmit.next.min(t.retransmit.deadline)));
+        let cached = self.cached.values().map(|c| Some(c.expires));
+        calls.chain(client).chain(cached).flatten().min()
+    }
+
+    /// Runs the timers due at `now`: retransmissions, ACK timeouts, cleanup.
+    pub fn on_timeout(&mut self, now: Instant) {
+        let mut sends = Vec::new();
+        let mut timed_out = Vec::new();
+        for (id, c) in self.calls.iter_mut() {
+            if let Some(r) = c.retransmit.as_mut() {
+                if now >= r.deadline {
+                    c.retransmit = None;
+                    match c.state {
+                        State::Answered => timed_out.push(*id),
+                        State::Confirmed => c.reinvite_branch = None,
+                        _ => {
+                            c.state = State::Terminated;
+                            c.purge_at = Some(now + TIMEOUT);
+                        }
+                    }
+                } else if now >= r.next && !c.transport.reliable() {
+                    sends.push((c.peer, c.transport, r.bytes.clone()));
+                    r.interval = (r.interval * 2).min(T2);
+                    r.next = now + r.interval;
+                }
+            }
+        }
+        for (_, t) in self.client.iter_mut() {
+            let r = &mut t.retransmit;
+            if now < r.deadline && now >= r.next && !t.transport.reliable() {
+                sends.push((t.to, t.transport, r.bytes.clone()));
+                r.interval = (r.interval * 2).min(T2);
+                r.next = now + r.interval;
+            }
+        }
+        self.client.retain(|_, t| now < t.retransmit.deadline);
+        self.cached.retain(|_, c| now < c.expires);
+        for (to, transport, bytes) in sends {
+            self.send(to, transport, bytes);
+        }
+        for id in timed_out {
+            // No ACK for our 200 (RFC 3261 13.3.1.4): confirm and end the dialog with BYE.
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.state = State::Confirmed;
+            }
+            self.hangup(id, now);
+            if let Some(Event::CallEnded { reason, .. }) = self.events.last_mut() {
+                *reason = EndReason::NoAck;
+            }
+        }
+        let purge: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.purge_at.is_some_and(|p| now >= p))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in purge {
+            if let Some(c) = self.calls.remove(&id) {
+                self.by_branch.remove(&c.invite_branch);
+                if let Some(b) = c.reinvite_branch {
+                    self.by_branch.remove(&b);
+                }
+                self.by_dialog.remove(&(c.call_id, c.local_tag));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
