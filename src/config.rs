@@ -240,6 +240,11 @@ pub struct DialogConfig {
     pub max_retries: u32,
     /// Longest caller turn in characters that is looked at; longer turns are re-prompted (100-100000).
     pub max_turn_chars: usize,
+    /// Language model (a name from `carevoice models list`) for turns the keyword rules cannot
+    /// decide; empty for keyword rules only.
+    pub understanding_model: String,
+    /// Tokenizer of the understanding model (a name from `carevoice models list`).
+    pub understanding_tokenizer: String,
 }
 
 impl Default for DialogConfig {
@@ -253,6 +258,8 @@ impl Default for DialogConfig {
             identity_min_ms: 600,
             max_retries: 2,
             max_turn_chars: 2000,
+            understanding_model: "qwen2.5-coder-0.5b".into(),
+            understanding_tokenizer: "qwen2.5-tokenizer".into(),
         }
     }
 }

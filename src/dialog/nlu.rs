@@ -204,6 +204,24 @@ const THIRD_PARTY: &[&str] = &[
     "caregiver",
     "power of attorney",
     "guardian",
+    "actually i'm",
+    "actually i am",
+    "actually this is",
+    "i'm not the patient",
+    "someone else's",
+    "somebody else's",
+    "another patient",
+];
+
+/// "Maria Garcia's appointment": a question about someone else's record.
+const POSSESSIVE_RECORD: &[&str] = &[
+    "'s appointment",
+    "'s appt",
+    "'s birthday",
+    "'s date of birth",
+    "'s record",
+    "'s phone",
+    "'s schedule",
 ];
 
 const RESCHEDULE: &[&str] = &[
@@ -432,7 +450,7 @@ impl KeywordNlu {
 
     fn intent(padded: &str, allowed: &[&'static str]) -> Option<&'static str> {
         let allow = |l: &'static str| allowed.contains(&l).then_some(l);
-        if has_any(padded, THIRD_PARTY)
+        if (has_any(padded, THIRD_PARTY) || POSSESSIVE_RECORD.iter().any(|p| padded.contains(p)))
             && let Some(l) = allow("third_party")
         {
             return Some(l);

@@ -952,3 +952,42 @@ fn sentences_split_for_the_speech_layer() {
         ]
     );
 }
+
+#[test]
+fn identity_switch_after_verification_goes_to_staff() {
+    for script in [
+        vec![
+            "when is my appointment",
+            "John Smith",
+            "3/3/1975",
+            "yes",
+            "actually I'm Maria Garcia, when is my appointment",
+        ],
+        vec![
+            "when is my appointment",
+            "John Smith",
+            "3/3/1975",
+            "yes",
+            "when is Maria Garcia's appointment",
+        ],
+    ] {
+        let call = assert_no_disclosure(&script);
+        assert_eq!(call.verified.as_deref(), Some("pat-1"));
+        says(
+            &call,
+            "For privacy, I can only help patients with their own appointments.",
+        );
+        assert_eq!(
+            call.end,
+            Some(Ending::Escalate { urgent: false }),
+            "{script:?}"
+        );
+        // John's appointment was read once, before the switch, and never again
+        assert_eq!(
+            call.agent().matches("Dr. Okafor").count(),
+            1,
+            "{:#?}",
+            call.lines
+        );
+    }
+}
