@@ -538,6 +538,13 @@ mod tests {
             })
             .collect();
         let accuracy = 1.0 - wrong.len() as f64 / set.len() as f64;
+        println!(
+            "keyword NLU accuracy {:.1}% ({} of {}); misses:\n{}",
+            accuracy * 100.0,
+            set.len() - wrong.len(),
+            set.len(),
+            wrong.join("\n")
+        );
         assert!(
             accuracy >= 0.95,
             "accuracy {accuracy:.3}:\n{}",
