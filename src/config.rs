@@ -67,6 +67,8 @@ pub struct Config {
     pub keys: KeysConfig,
     pub sip: SipConfig,
     pub media: MediaConfig,
+    pub clinic: ClinicConfig,
+    pub dialog: DialogConfig,
 }
 
 /// The server process.
@@ -268,6 +270,92 @@ impl Default for MediaConfig {
             hangup_after_greeting_secs: 0,
         }
     }
+}
+
+/// Facts about the clinic that the phone line tells any caller, no identity needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClinicConfig {
+    /// The clinic's name, as the greeting says it.
+    pub name: String,
+    /// Opening hours, as a sentence the agent reads out.
+    pub hours: String,
+    /// Street address, as a sentence the agent reads out.
+    pub address: String,
+    /// Where to park, as a sentence the agent reads out.
+    pub parking: String,
+    /// Insurance plans accepted, as a sentence the agent reads out.
+    pub insurance: String,
+    /// How to get medical records, as a sentence the agent reads out.
+    pub records: String,
+    /// Time zone of the clinic (IANA name), for "tomorrow at 2:30" and reading times out.
+    pub timezone: String,
+}
+
+impl Default for ClinicConfig {
+    fn default() -> Self {
+        Self {
+            name: "the clinic".into(),
+            hours: "We are open Monday to Friday, 8 a.m. to 5 p.m.".into(),
+            address: "Please check the address on your appointment letter.".into(),
+            parking: "Free parking is available next to the building.".into(),
+            insurance: "We accept most major insurance plans; please bring your card.".into(),
+            records: "To request your medical records, fill in the records release form at the front desk or on our website.".into(),
+            timezone: "America/New_York".into(),
+        }
+    }
+}
+
+/// The conversation: which flow runs, emergency numbers, identity checks, retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialogConfig {
+    /// The intake flow file (YAML, see `flows/README.md`).
+    pub flow: PathBuf,
+    /// Number to call in a medical emergency, said at once when a caller describes one.
+    pub emergency_number: String,
+    /// Crisis line for a caller who may hurt themselves (988 in the US).
+    pub crisis_number: String,
+    /// What must match before anything about a patient is said: `name_dob` (full name and date
+    /// of birth) or `name_dob_phone` (also the calling number or a phone number on file).
+    pub identity_factors: IdentityFactors,
+    /// Failed identity attempts allowed before the call goes to staff (1-10).
+    pub identity_attempts: u32,
+    /// Least milliseconds an identity check takes, found or not, so timing tells nothing (0-10000).
+    pub identity_min_ms: u64,
+    /// Times a step re-prompts after input it cannot use before the call goes to staff (0-10).
+    pub max_retries: u32,
+    /// Longest caller turn in characters that is looked at; longer turns are re-prompted (100-100000).
+    pub max_turn_chars: usize,
+    /// Language model (a name from `carevoice models list`) for turns the keyword rules cannot
+    /// decide; empty for keyword rules only.
+    pub understanding_model: String,
+    /// Tokenizer of the understanding model (a name from `carevoice models list`).
+    pub understanding_tokenizer: String,
+}
+
+impl Default for DialogConfig {
+    fn default() -> Self {
+        Self {
+            flow: PathBuf::from("flows/clinic.yaml"),
+            emergency_number: "911".into(),
+            crisis_number: "988".into(),
+            identity_factors: IdentityFactors::NameDob,
+            identity_attempts: 3,
+            identity_min_ms: 600,
+            max_retries: 2,
+            max_turn_chars: 2000,
+            understanding_model: "qwen2.5-coder-0.5b".into(),
+            understanding_tokenizer: "qwen2.5-tokenizer".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityFactors {
+    NameDob,
+    NameDobPhone,
 }
 
 /// The clinic's EMR, reached through FHIR R4.
@@ -720,6 +808,54 @@ impl Config {
             if !(min..=max).contains(&value) {
                 bad(key, format!("expected an integer {min}-{max}, got {value}"));
             }
+        }
+        if jiff::tz::TimeZone::get(&self.clinic.timezone).is_err() {
+            bad(
+                "clinic.timezone",
+                format!(
+                    "expected an IANA time zone such as \"America/New_York\", got {:?}",
+                    self.clinic.timezone
+                ),
+            );
+        }
+        if self.dialog.emergency_number.trim().is_empty() {
+            bad("dialog.emergency_number", "must not be empty".into());
+        }
+        if self.dialog.crisis_number.trim().is_empty() {
+            bad("dialog.crisis_number", "must not be empty".into());
+        }
+        if !(1..=10).contains(&self.dialog.identity_attempts) {
+            bad(
+                "dialog.identity_attempts",
+                format!(
+                    "expected an integer 1-10, got {}",
+                    self.dialog.identity_attempts
+                ),
+            );
+        }
+        if self.dialog.identity_min_ms > 10_000 {
+            bad(
+                "dialog.identity_min_ms",
+                format!(
+                    "expected an integer 0-10000, got {}",
+                    self.dialog.identity_min_ms
+                ),
+            );
+        }
+        if self.dialog.max_retries > 10 {
+            bad(
+                "dialog.max_retries",
+                format!("expected an integer 0-10, got {}", self.dialog.max_retries),
+            );
+        }
+        if !(100..=100_000).contains(&self.dialog.max_turn_chars) {
+            bad(
+                "dialog.max_turn_chars",
+                format!(
+                    "expected an integer 100-100000, got {}",
+                    self.dialog.max_turn_chars
+                ),
+            );
         }
         self.validate_telephony(&mut errors);
         errors

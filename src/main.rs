@@ -49,6 +49,16 @@ enum Command {
     /// Encryption keys at rest: create the master key file, rotate it.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Intake flows: check them.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
+}
+
+#[derive(Subcommand)]
+enum FlowsCommand {
+    /// Check flow files (directories: every *.yaml in them; none: `flows/`). Prints every
+    /// problem as file:line:column and exits non-zero if there is one.
+    Check { paths: Vec<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +255,53 @@ async fn emr_command(config: &Config, cmd: EmrCommand) -> Result<()> {
     Ok(())
 }
 
+fn flows_check(paths: &[PathBuf]) -> Result<ExitCode> {
+    use carevoice::dialog::flow::{Flow, FlowError};
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("flows")]
+    } else {
+        paths.to_vec()
+    };
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&p)
+                .with_context(|| format!("{}: cannot read directory", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{}: no *.yaml flow files", p.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(p);
+        }
+    }
+    let mut bad = 0;
+    for f in &files {
+        match Flow::load(f) {
+            Ok(flow) => println!("{}: ok ({} steps)", f.display(), flow.steps.len()),
+            Err(FlowError::Invalid(problems)) => {
+                bad += 1;
+                for p in problems {
+                    eprintln!("{p}");
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("error: {bad} of {} flow file(s) invalid", files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -258,6 +315,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", config::docs_markdown());
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Flows(FlowsCommand::Check { paths }) => return flows_check(&paths),
         Command::Models(ModelsCommand::Install { all, names }) => {
             let config = load_config(cli.config.as_deref())?;
             models::install(&config.models.resolved_dir(), &names, all)?;
@@ -332,6 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Models(ModelsCommand::Install { .. }) => unreachable!("handled above"),
+        Command::Flows(_) => unreachable!("handled above"),
         Command::Emr(cmd) => {
             let rt = runtime()?;
             rt.block_on(emr_command(&config, cmd))?;

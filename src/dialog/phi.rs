@@ -40,7 +40,6 @@ pub struct Verified {
 impl Verified {
     /// Only the identity gate may call this (it is `pub(crate)` so that the gate, in
     /// `dialog::identity`, can; nothing else in the crate should).
-    #[allow(dead_code)] // until dialog::identity lands
     pub(crate) fn issue(patient: PatientId) -> Self {
         Self { patient }
     }

@@ -54,12 +54,24 @@ pub fn program(name: &str) -> PathBuf {
     panic!("{name} is not installed; run scripts/setup");
 }
 
-/// A loopback port that was free a moment ago (TCP and UDP both).
+/// Ports already handed out in this test process: parallel tests must not get the same one
+/// while its peer is still starting up.
+fn handed_out() -> std::sync::MutexGuard<'static, std::collections::HashSet<u16>> {
+    static PORTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u16>>> =
+        std::sync::OnceLock::new();
+    PORTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// A loopback port that was free a moment ago (TCP and UDP both), never one handed out before
+/// in this process.
 pub fn free_port() -> u16 {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && handed_out().insert(port) {
             return port;
         }
     }
@@ -75,10 +87,12 @@ pub fn free_port_range(n: u16) -> u16 {
         for p in base..base + n {
             if TcpListener::bind(("127.0.0.1", p)).is_err()
                 || UdpSocket::bind(("127.0.0.1", p)).is_err()
+                || (p != base && handed_out().contains(&p))
             {
                 continue 'search;
             }
         }
+        handed_out().extend(base..base + n);
         return base;
     }
 }

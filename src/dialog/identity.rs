@@ -1,0 +1,264 @@
+//! The identity gate: per call, Unverified -> Verified(patient) only when every configured factor
+//! matches the EMR's record. It is the only place that issues a [`Verified`] proof.
+//!
+//! - A failed attempt looks the same whether or not such a patient exists (the engine gives one
+//!   reply for both, and the shell pads the lookup to `dialog.identity_min_ms`).
+//! - After `dialog.identity_attempts` failures the gate locks: the call goes to staff.
+//! - Once verified, the gate never verifies anyone else in the same call: a second identity is a
+//!   caller asking about someone else, which goes to staff.
+
+use jiff::civil::Date;
+
+use super::parse::{PersonName, name_key};
+use super::phi::Verified;
+use crate::config::IdentityFactors;
+use crate::emr::{EmrError, PatientMatch, PatientQuery, PatientRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateError {
+    /// Too many failed attempts.
+    Locked,
+    /// The call is already verified as a patient; nobody else can be verified in it.
+    AlreadyVerified,
+    /// A factor the configuration requires is missing (e.g. no phone to compare).
+    MissingFactor,
+}
+
+/// Result of an identity attempt.
+#[derive(Debug)]
+pub enum GateOutcome {
+    Verified(Box<PatientRecord>),
+    /// Nothing matched, or several records did: the same answer either way.
+    Failed,
+    Locked,
+    Error(EmrError),
+}
+
+#[derive(Debug)]
+pub struct IdentityGate {
+    factors: IdentityFactors,
+    max_attempts: u32,
+    failures: u32,
+    verified: Option<Verified>,
+    pending: Option<PendingCheck>,
+}
+
+#[derive(Debug)]
+struct PendingCheck {
+    given: String,
+    family: String,
+    dob: Date,
+    phone: Option<String>,
+}
+
+impl IdentityGate {
+    pub fn new(factors: IdentityFactors, max_attempts: u32) -> Self {
+        Self {
+            factors,
+            max_attempts: max_attempts.max(1),
+            failures: 0,
+            verified: None,
+            pending: None,
+        }
+    }
+
+    pub fn verified(&self) -> Option<&Verified> {
+        self.verified.as_ref()
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Starts an attempt: the EMR query to run. `phone` is a number the caller gave or the
+    /// calling number, digits only.
+    pub fn begin(
+        &mut self,
+        name: &PersonName,
+        dob: Date,
+        phone: Option<&str>,
+    ) -> Result<PatientQuery, GateError> {
+        if self.verified.is_some() {
+            return Err(GateError::AlreadyVerified);
+        }
+        if self.failures >= self.max_attempts {
+            return Err(GateError::Locked);
+        }
+        if self.factors == IdentityFactors::NameDobPhone && phone.is_none() {
+            return Err(GateError::MissingFactor);
+        }
+        self.pending = Some(PendingCheck {
+            given: name.given.clone(),
+            family: name.family.clone(),
+            dob,
+            phone: phone.map(str::to_string),
+        });
+        Ok(PatientQuery {
+            family: name.family.clone(),
+            given: name.given.clone(),
+            birth_date: dob,
+            phone: if self.factors == IdentityFactors::NameDobPhone {
+                phone.map(str::to_string)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Ends the attempt with the EMR's answer. Every factor is compared again here, whatever
+    /// the EMR's search matched on.
+    pub fn finish(&mut self, result: Result<PatientMatch, EmrError>) -> GateOutcome {
+        let Some(check) = self.pending.take() else {
+            return GateOutcome::Failed;
+        };
+        let record = match result {
+            Err(e) => return GateOutcome::Error(e),
+            Ok(PatientMatch::One(record)) => record,
+            Ok(PatientMatch::None | PatientMatch::Several(_)) => return self.fail(),
+        };
+        let given = name_key(&check.given);
+        let family = name_key(&check.family);
+        let name_ok = record.given.matches(|g| {
+            // "Mary Ann" on file matches "Mary"
+            let on_file = name_key(g);
+            on_file == given
+                || g.split_whitespace()
+                    .next()
+                    .is_some_and(|first| name_key(first) == given)
+        }) && record.family.matches(|f| name_key(f) == family);
+        let dob_ok = record.birth_date.matches(|d| *d == check.dob);
+        let phone_ok = match self.factors {
+            IdentityFactors::NameDob => true,
+            IdentityFactors::NameDobPhone => check.phone.as_deref().is_some_and(|p| {
+                record
+                    .phones
+                    .matches(|phones| phones.iter().any(|on_file| last10(on_file) == last10(p)))
+            }),
+        };
+        if name_ok && dob_ok && phone_ok {
+            self.verified = Some(Verified::issue(record.id.clone()));
+            GateOutcome::Verified(record)
+        } else {
+            self.fail()
+        }
+    }
+
+    fn fail(&mut self) -> GateOutcome {
+        self.failures += 1;
+        if self.failures >= self.max_attempts {
+            GateOutcome::Locked
+        } else {
+            GateOutcome::Failed
+        }
+    }
+}
+
+fn last10(digits: &str) -> String {
+    let d: String = digits.chars().filter(char::is_ascii_digit).collect();
+    d[d.len().saturating_sub(10)..].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialog::phi::{PatientId, Phi};
+    use jiff::civil::date;
+
+    fn record(id: &str, given: &str, family: &str, dob: Date, phone: &str) -> PatientRecord {
+        let pid = PatientId::new(id);
+        PatientRecord {
+            id: pid.clone(),
+            given: Phi::new(pid.clone(), given.into()),
+            family: Phi::new(pid.clone(), family.into()),
+            birth_date: Phi::new(pid.clone(), dob),
+            phones: Phi::new(pid, vec![phone.into()]),
+        }
+    }
+
+    fn name(g: &str, f: &str) -> PersonName {
+        PersonName {
+            given: g.into(),
+            family: f.into(),
+        }
+    }
+
+    #[test]
+    fn verifies_only_when_every_factor_matches() {
+        let dob = date(1975, 3, 3);
+        let mut gate = IdentityGate::new(IdentityFactors::NameDob, 3);
+        gate.begin(&name("John", "Smith"), date(1975, 3, 4), None)
+            .unwrap();
+        // an EMR that matched loosely still does not verify a wrong DOB
+        let out = gate.finish(Ok(PatientMatch::One(Box::new(record(
+            "a",
+            "John",
+            "Smith",
+            dob,
+            "5551234567",
+        )))));
+        assert!(matches!(out, GateOutcome::Failed));
+        assert!(gate.verified().is_none());
+        gate.begin(&name("john", "SMITH"), dob, None).unwrap();
+        let out = gate.finish(Ok(PatientMatch::One(Box::new(record(
+            "a",
+            "John",
+            "Smith",
+            dob,
+            "5551234567",
+        )))));
+        assert!(matches!(out, GateOutcome::Verified(_)));
+        assert_eq!(gate.verified().unwrap().patient(), &PatientId::new("a"));
+        // nobody else can be verified in this call
+        assert_eq!(
+            gate.begin(&name("Maria", "Garcia"), dob, None).unwrap_err(),
+            GateError::AlreadyVerified
+        );
+    }
+
+    #[test]
+    fn several_matches_never_pick_one_and_attempts_lock() {
+        let mut gate = IdentityGate::new(IdentityFactors::NameDob, 2);
+        gate.begin(&name("John", "Smith"), date(1975, 3, 3), None)
+            .unwrap();
+        assert!(matches!(
+            gate.finish(Ok(PatientMatch::Several(2))),
+            GateOutcome::Failed
+        ));
+        gate.begin(&name("John", "Smith"), date(1975, 3, 3), None)
+            .unwrap();
+        assert!(matches!(
+            gate.finish(Ok(PatientMatch::None)),
+            GateOutcome::Locked
+        ));
+        assert_eq!(
+            gate.begin(&name("John", "Smith"), date(1975, 3, 3), None)
+                .unwrap_err(),
+            GateError::Locked
+        );
+    }
+
+    #[test]
+    fn phone_factor_when_configured() {
+        let dob = date(1975, 3, 3);
+        let rec = || {
+            Ok(PatientMatch::One(Box::new(record(
+                "a",
+                "John",
+                "Smith",
+                dob,
+                "+1 (555) 123-4567",
+            ))))
+        };
+        let mut gate = IdentityGate::new(IdentityFactors::NameDobPhone, 3);
+        assert_eq!(
+            gate.begin(&name("John", "Smith"), dob, None).unwrap_err(),
+            GateError::MissingFactor
+        );
+        gate.begin(&name("John", "Smith"), dob, Some("5559999999"))
+            .unwrap();
+        assert!(matches!(gate.finish(rec()), GateOutcome::Failed));
+        gate.begin(&name("John", "Smith"), dob, Some("5551234567"))
+            .unwrap();
+        assert!(matches!(gate.finish(rec()), GateOutcome::Verified(_)));
+    }
+}
