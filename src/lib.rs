@@ -8,5 +8,6 @@ pub mod emr;
 pub mod metrics;
 pub mod models;
 pub mod server;
+pub mod speech;
 pub mod store;
 pub mod telemetry;

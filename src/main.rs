@@ -40,6 +40,22 @@ enum Command {
     /// Speech and language models: list, verify, install.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Transcribe a WAV file (any rate, mono or stereo) with the configured whisper model.
+    Transcribe {
+        file: PathBuf,
+        /// Also print each segment's times, confidence and no-speech probability.
+        #[arg(long)]
+        segments: bool,
+    },
+    /// Speak text with the configured piper voice into a WAV file.
+    Say {
+        text: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Sample rate of the WAV file (the voice is resampled), e.g. 8000 for telephone audio.
+        #[arg(long, default_value_t = 22050, value_parser = clap::value_parser!(u32).range(8000..=48000))]
+        rate: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -184,6 +200,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Models(ModelsCommand::Install { .. }) => unreachable!("handled above"),
+        Command::Transcribe { file, segments } => {
+            use carevoice::speech::{asr, audio, locate};
+            let dir = config.models.resolved_dir();
+            let model = locate("speech.asr_model", &config.speech.asr_model, &dir)?;
+            let audio = audio::read_wav(&file)?;
+            let whisper = asr::Whisper::load(
+                &model,
+                asr::AsrOptions {
+                    threads: config.speech.asr_threads,
+                    max_secs: config.speech.asr_max_secs,
+                    vocabulary: config.speech.vocabulary.clone(),
+                },
+            )?;
+            let t = whisper.transcribe(&audio)?;
+            println!("{}", t.text);
+            if segments {
+                for s in &t.segments {
+                    println!(
+                        "[{:>7} - {:>7} ms] no_speech={:.2} {}",
+                        s.start_ms, s.end_ms, s.no_speech_prob, s.text
+                    );
+                }
+                println!(
+                    "confidence={:.2} no_speech={:.2}",
+                    t.confidence, t.no_speech_prob
+                );
+            }
+        }
+        Command::Say { text, output, rate } => {
+            use carevoice::speech::{audio, locate, tts};
+            let dir = config.models.resolved_dir();
+            let runtime = locate("speech.onnxruntime", &config.speech.onnxruntime, &dir)?;
+            let voice_path = locate("speech.tts_voice", &config.speech.tts_voice, &dir)?;
+            let voice =
+                tts::Voice::load(&runtime, &voice_path, config.speech.tts_threads as usize)?;
+            let tts = tts::Tts::new(std::sync::Arc::new(voice), 0, false);
+            let samples = tts.synthesize(&text, rate)?;
+            if samples.is_empty() {
+                bail!("nothing to say: the text has no speakable words");
+            }
+            audio::write_wav(&output, &audio::Audio { rate, samples })?;
+            println!("wrote {}", output.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

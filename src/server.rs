@@ -22,6 +22,8 @@ pub enum ServerError {
     },
     #[error("admin HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("speech engines: {0}")]
+    Speech(#[from] crate::speech::SpeechError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -30,6 +32,8 @@ pub struct Server {
     store: Store,
     admin_listener: TcpListener,
     metrics: Arc<Metrics>,
+    /// The speech engines, when `speech.enabled`.
+    speech: Option<Arc<crate::speech::Engines>>,
 }
 
 impl Server {
@@ -38,7 +42,23 @@ impl Server {
         store::ensure_writable_dir(&config.server.data_dir)?;
         let store = Store::open(&config.store, &config.server.data_dir).await?;
         let instance = store.instance_id().await?;
-        let metrics = Metrics::new(store.engine().name());
+        let mut metrics = Metrics::new(store.engine().name());
+        let speech = if config.speech.enabled {
+            let engines = crate::speech::Engines::load(
+                &config.speech,
+                &config.models.resolved_dir(),
+                Some(metrics.registry_mut()),
+            )?;
+            tracing::info!(
+                asr = %config.speech.asr_model,
+                voice = %config.speech.tts_voice,
+                vad = if engines.silero.is_some() { "silero" } else { "energy (fallback)" },
+                "speech engines loaded"
+            );
+            Some(Arc::new(engines))
+        } else {
+            None
+        };
         let addr = SocketAddr::new(config.admin.bind, config.admin.port);
         let admin_listener = TcpListener::bind(addr)
             .await
@@ -53,7 +73,13 @@ impl Server {
             store,
             admin_listener,
             metrics: Arc::new(metrics),
+            speech,
         })
+    }
+
+    /// The loaded speech engines (`speech.enabled`).
+    pub fn speech(&self) -> Option<Arc<crate::speech::Engines>> {
+        self.speech.clone()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
