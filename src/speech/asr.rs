@@ -166,6 +166,9 @@ impl Whisper {
         params.set_print_timestamps(false);
         params.set_suppress_blank(true);
         params.set_temperature(0.0);
+        // Bound each segment's decode (about 3 words/s are spoken): a hallucination loop on noise
+        // cannot run to the 224-token limit and through every temperature fallback.
+        params.set_max_tokens(max_tokens_for(secs));
         if !self.prompt.is_empty() {
             params.set_initial_prompt(&self.prompt);
         }
@@ -234,6 +237,11 @@ pub fn prompt_for(vocabulary: &[String]) -> String {
         "A patient calls the clinic about an appointment. {}.",
         words.join(", ")
     )
+}
+
+/// Tokens allowed per segment for an utterance of `secs` seconds (at most 30 s per segment).
+pub fn max_tokens_for(secs: f64) -> i32 {
+    (secs.min(30.0) * 7.0) as i32 + 24
 }
 
 /// Encoder positions for `samples` of 16 kHz audio (one per 20 ms), rounded up to 64 with a
