@@ -69,6 +69,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub clinic: ClinicConfig,
     pub dialog: DialogConfig,
+    pub speech: SpeechConfig,
 }
 
 /// The server process.
@@ -356,6 +357,69 @@ impl Default for DialogConfig {
 pub enum IdentityFactors {
     NameDob,
     NameDobPhone,
+}
+
+/// Speech engines: voice activity detection, recognition (whisper) and synthesis (piper).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpeechConfig {
+    /// Load the speech engines at `serve` start-up (a missing model is then a start-up error).
+    pub enabled: bool,
+    /// Whisper model: a name from `carevoice models list` (`whisper-tiny.en`, `whisper-base`) or a
+    /// path to a ggml file.
+    pub asr_model: String,
+    /// Piper voice: a manifest name (`piper-joe`) or a path to a `.onnx` with its `.onnx.json`
+    /// beside it.
+    pub tts_voice: String,
+    /// Silero VAD model: a manifest name or a path. Missing: the energy VAD is used instead (logged
+    /// and shown as `carevoice_vad_fallback` in /metrics).
+    pub vad_model: String,
+    /// ONNX Runtime library for Silero and Piper: a manifest name or a path to `libonnxruntime.so`.
+    pub onnxruntime: String,
+    /// CPU threads per whisper decode (1-64).
+    pub asr_threads: u32,
+    /// Utterances that may wait for the recognizer before callers are held back (1-1000).
+    pub asr_queue: u32,
+    /// Longest utterance the recognizer accepts, in seconds (1-3600).
+    pub asr_max_secs: u32,
+    /// Words the recognizer is biased towards (provider names, clinic terms), sent as its prompt.
+    pub vocabulary: Vec<String>,
+    /// CPU threads for the piper voice (1-64).
+    pub tts_threads: u32,
+    /// Synthesized fixed prompts kept in memory (0-10000).
+    pub tts_cache: u32,
+    /// Default silence that ends a caller's turn, in ms; the dialog can change it per step (100-10000).
+    pub end_of_turn_ms: u32,
+    /// Speech needed while the agent talks before it counts as barge-in, in ms (0-5000).
+    pub barge_in_min_ms: u32,
+    /// Silero speech probability above which a frame is speech (0.05-0.95).
+    pub vad_threshold: f32,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            asr_model: "whisper-tiny.en".into(),
+            tts_voice: "piper-joe".into(),
+            vad_model: "silero-vad".into(),
+            onnxruntime: "onnxruntime".into(),
+            asr_threads: 2,
+            asr_queue: 8,
+            asr_max_secs: 120,
+            vocabulary: vec![
+                "appointment".into(),
+                "reschedule".into(),
+                "cancel".into(),
+                "date of birth".into(),
+            ],
+            tts_threads: 1,
+            tts_cache: 64,
+            end_of_turn_ms: 700,
+            barge_in_min_ms: 300,
+            vad_threshold: 0.5,
+        }
+    }
 }
 
 /// The clinic's EMR, reached through FHIR R4.
@@ -856,6 +920,36 @@ impl Config {
                     self.dialog.max_turn_chars
                 ),
             );
+        }
+        let sp = &self.speech;
+        for (key, value, lo, hi) in [
+            ("speech.asr_threads", sp.asr_threads, 1, 64),
+            ("speech.asr_queue", sp.asr_queue, 1, 1000),
+            ("speech.asr_max_secs", sp.asr_max_secs, 1, 3600),
+            ("speech.tts_threads", sp.tts_threads, 1, 64),
+            ("speech.tts_cache", sp.tts_cache, 0, 10000),
+            ("speech.end_of_turn_ms", sp.end_of_turn_ms, 100, 10000),
+            ("speech.barge_in_min_ms", sp.barge_in_min_ms, 0, 5000),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                bad(key, format!("expected an integer {lo}-{hi}, got {value}"));
+            }
+        }
+        if !(0.05..=0.95).contains(&sp.vad_threshold) {
+            bad(
+                "speech.vad_threshold",
+                format!("expected a number 0.05-0.95, got {}", sp.vad_threshold),
+            );
+        }
+        for (key, value) in [
+            ("speech.asr_model", &sp.asr_model),
+            ("speech.tts_voice", &sp.tts_voice),
+            ("speech.vad_model", &sp.vad_model),
+            ("speech.onnxruntime", &sp.onnxruntime),
+        ] {
+            if value.trim().is_empty() {
+                bad(key, "must name a model or a file".into());
+            }
         }
         self.validate_telephony(&mut errors);
         errors

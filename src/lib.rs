@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod models;
 pub mod server;
 pub mod sip;
+pub mod speech;
 pub mod store;
 pub mod telemetry;

