@@ -189,7 +189,8 @@ pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path)
         [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat(),
     )
     .unwrap();
-    let sip_port = free_port();
+    // baresip listens for TLS on the SIP port + 1.
+    let sip_port = free_port_range(2);
     let rtp = free_port_range(10);
     std::fs::write(
         conf_dir.join("config"),
