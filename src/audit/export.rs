@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::AuditError;
 use super::keys::{Binding, Crypto, KeyError};
 use super::record::Record;
-use super::verify::{RECORD_COLUMNS, record_from_row};
+use super::verify::record_from_row;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,13 +220,7 @@ pub async fn export(
     let mut entries = Vec::new();
     let mut next = from;
     loop {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT 2000"
-        )))
-        .bind(next)
-        .bind(to)
-        .fetch_all(store.pool())
-        .await?;
+        let rows = super::verify::record_rows(store, next, to, 2000).await?;
         if rows.is_empty() {
             break;
         }

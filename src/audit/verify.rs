@@ -75,6 +75,24 @@ pub(crate) fn record_from_row(row: &sqlx::any::AnyRow) -> Result<Record, sqlx::E
 pub(crate) const RECORD_COLUMNS: &str =
     "seq, ts_ms, kind, version, body, phi, transcript, prev_hash, hash";
 
+/// One page of stored records, `from..=to` in sequence order, at most `limit` rows (shared by
+/// verify and export so both read the chain the same way).
+pub(crate) async fn record_rows(
+    store: &Store,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> Result<Vec<sqlx::any::AnyRow>, AuditError> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+    )))
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?)
+}
+
 /// Verifies records `from..=to` (default: everything up to the head).
 pub async fn verify(
     store: &Store,
@@ -213,14 +231,7 @@ pub async fn verify(
     let mut expected = start;
     let mut shredded = std::collections::HashSet::new();
     while expected <= end {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"
-        )))
-        .bind(expected)
-        .bind(end)
-        .bind(PAGE)
-        .fetch_all(store.pool())
-        .await?;
+        let rows = record_rows(store, expected, end, PAGE).await?;
         if rows.is_empty() {
             break;
         }
