@@ -24,9 +24,57 @@ fn accuracy(nlu: &mut dyn Nlu, name: &str) {
     );
 }
 
+/// The local model (`--features llm`): accuracy of keyword + model on the whole set, and the
+/// model's own latency per turn (prefix KV cache reused) on every utterance it is asked about.
+/// Timed by hand: at hundreds of ms a turn, criterion's sampling would take many minutes.
+#[cfg(feature = "llm")]
+fn llm_figures() {
+    use carevoice::config::Config;
+    use carevoice::dialog::llm::{HybridNlu, LlmNlu};
+    use carevoice::speech::locate;
+    use std::time::Instant;
+    let config = Config::default();
+    let dir = config.models.resolved_dir();
+    let model = locate("model", &config.dialog.understanding_model, &dir).unwrap();
+    let tokenizer = locate("tokenizer", &config.dialog.understanding_tokenizer, &dir).unwrap();
+    let t = Instant::now();
+    let llm = LlmNlu::load(&model, &tokenizer).unwrap();
+    println!(
+        "llm: load + prefix {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut hybrid = HybridNlu::new(llm);
+    accuracy(&mut hybrid, "keyword + llm (hybrid) NLU");
+    // every 4th utterance: enough for latency percentiles, and a quarter of the run time
+    let set: Vec<_> = labelled_set(SET).into_iter().step_by(4).collect();
+    let mut times = Vec::new();
+    let mut right = 0;
+    for (label, text) in &set {
+        let t = Instant::now();
+        let got = hybrid.llm().classify(text, ALL_INTENTS).unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        // (the model alone has no labels for questions or crisis: those are keyword-only)
+        if got == *label {
+            right += 1;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "llm alone: intent accuracy {right}/{} = {:.1}%; per turn p50 {:.0} ms, p95 {:.0} ms",
+        set.len(),
+        100.0 * right as f64 / set.len() as f64,
+        times[times.len() / 2],
+        times[times.len() * 95 / 100]
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let mut nlu = KeywordNlu;
     accuracy(&mut nlu, "keyword NLU");
+    #[cfg(feature = "llm")]
+    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+        llm_figures();
+    }
     let set = labelled_set(SET);
     let mut i = 0;
     c.bench_function("nlu/keyword per turn", |b| {

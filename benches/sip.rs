@@ -78,6 +78,7 @@ fn media_path(c: &mut Criterion) {
         remote_port: 4000,
         direction: Direction::SendRecv,
         ptime: 20,
+        rtcp_mux: false,
     };
     let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     let mut sessions: Vec<MediaSession> = (0..CALLS)
@@ -144,9 +145,12 @@ fn sipp_load(calls: u32, rate: u32) {
     };
     let server = rt.block_on(SipServer::bind(sip, media)).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
+    let handle = rt.spawn(server.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::ZERO,
+    ));
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = Command::new(sipp)

@@ -1,13 +1,14 @@
 //! Speech engine speed on the real models (installed by `scripts/setup` / `carevoice models
-//! install`): ASR latency for 1/3/8 s utterances (whisper tiny.en, `audio_ctx` fitted), TTS time to
-//! first audio and real-time factor, VAD cost per 20 ms frame, and the process RSS with all three
-//! engines loaded (printed once).
+//! install`): ASR latency for 1/3/8 s utterances (whisper tiny.en) and for 2/5 s turns with the
+//! fitted vs the full encoder window, TTS time to first audio and real-time factor, VAD cost per
+//! 20 ms frame, and the process RSS with all three engines loaded (printed once).
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use carevoice::config::SpeechConfig;
+use carevoice::speech::asr::Window;
 use carevoice::speech::audio::{self, Audio};
 use carevoice::speech::{Engines, locate};
 
@@ -63,6 +64,23 @@ fn speech(c: &mut Criterion) {
         asr.bench_function(format!("transcribe_{secs}s"), |b| {
             b.iter(|| engines.whisper.transcribe_with(&mut state, &clip).unwrap())
         });
+    }
+    // The fitted encoder window against whisper's full 30 s one, for typical turns.
+    for secs in [2usize, 5] {
+        let clip = Audio {
+            rate: 16000,
+            samples: speech.samples[16000..16000 * (1 + secs)].to_vec(),
+        };
+        for (name, window) in [("fitted", Window::Fitted), ("full", Window::Full)] {
+            asr.bench_function(format!("window_{name}_{secs}s"), |b| {
+                b.iter(|| {
+                    engines
+                        .whisper
+                        .transcribe_window(&mut state, &clip, window)
+                        .unwrap()
+                })
+            });
+        }
     }
     asr.finish();
 

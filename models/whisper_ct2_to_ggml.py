@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Converts a CTranslate2 Whisper model (model.bin, fp16) to whisper.cpp's ggml format.
 
-Usage: whisper_ct2_to_ggml.py MODEL_BIN OUT MEL_FILTERS_NPZ TIKTOKEN
+Usage: whisper_ct2_to_ggml.py [--quantize q8_0] MODEL_BIN OUT MEL_FILTERS_NPZ TIKTOKEN
 
 MEL_FILTERS_NPZ and TIKTOKEN come from the `openai-whisper` source package
 (whisper/assets/mel_filters.npz and gpt2.tiktoken for English-only models, multilingual.tiktoken
 for multilingual ones). Standard library only: CT2's binary layout, .npz (a zip of .npy files) and
 the .npy header are parsed by hand. The output matches what whisper.cpp's
-models/convert-pt-to-ggml.py writes for the same weights (fp16 matrices, fp32 vectors)."""
+models/convert-pt-to-ggml.py writes for the same weights (fp16 matrices, fp32 vectors).
+
+--quantize q8_0 stores the 2-D weight matrices as ggml Q8_0 (blocks of 32 int8 with an fp16 scale),
+as whisper.cpp's `quantize` tool does: half the size, and on a CPU the encoder runs about twice as
+fast (int8 dot products) with the same transcripts on this project's tests."""
 
 import ast
 import base64
@@ -17,6 +21,12 @@ import sys
 import zipfile
 
 GGML_MAGIC = 0x67676D6C
+# ggml tensor types and whisper.cpp's file type codes.
+GGML_F32, GGML_F16, GGML_Q8_0 = 0, 1, 8
+FTYPE_F16, FTYPE_Q8_0 = 1, 7
+# whisper.cpp stores the quantization format version in the file type: version * 1000 + ftype.
+GGML_QNT_VERSION = 2
+QK8_0 = 32
 # CTranslate2 DataType ids (include/ctranslate2/types.h).
 CT2_DTYPES = {0: ("f", 4), 1: ("b", 1), 2: ("h", 2), 3: ("i", 4), 4: ("e", 2)}
 CT2_FLOAT16 = 4
@@ -125,7 +135,27 @@ def fp16_to_f32_bytes(raw):
     return struct.pack(f"<{n}f", *struct.unpack(f"<{n}e", raw))
 
 
-def convert(model_bin, out_path, npz_path, tiktoken_path):
+def q8_0(raw):
+    """fp16 matrix bytes -> ggml Q8_0 blocks: per 32 values an fp16 scale (max |x| / 127) and 32
+    int8 (round half to even, as Python's round; whisper.cpp's quantizer rounds half away from
+    zero, which changes no transcript)."""
+    values = struct.unpack(f"<{len(raw) // 2}e", raw)
+    if len(values) % QK8_0:
+        raise ConvertError(f"a matrix of {len(values)} values is not a whole number of Q8_0 blocks")
+    out = bytearray()
+    pack_d, pack_q = struct.Struct("<e").pack, struct.Struct(f"<{QK8_0}b").pack
+    for i in range(0, len(values), QK8_0):
+        block = values[i:i + QK8_0]
+        d = max(map(abs, block)) / 127.0
+        # The scale is stored as fp16: quantize against the stored value.
+        d = struct.unpack("<e", pack_d(d))[0]
+        inv = 1.0 / d if d else 0.0
+        out += pack_d(d)
+        out += pack_q(*[max(-127, min(127, round(x * inv))) for x in block])
+    return bytes(out)
+
+
+def convert(model_bin, out_path, npz_path, tiktoken_path, quantize=None):
     variables, aliases = read_ct2(model_bin)
 
     def var(name):
@@ -224,7 +254,7 @@ def convert(model_bin, out_path, npz_path, tiktoken_path):
     with open(out_path, "wb") as out:
         out.write(struct.pack("<12i", GGML_MAGIC, n_vocab, n_audio_ctx, n_audio_state, n_audio_head,
                               n_audio_layer, n_text_ctx, n_text_state, n_text_head, n_text_layer,
-                              n_mels, 1))
+                              n_mels, GGML_QNT_VERSION * 1000 + FTYPE_Q8_0 if quantize else FTYPE_F16))
         out.write(struct.pack("<2i", mel_rows, mel_cols))
         out.write(struct.pack(f"<{len(mel)}f", *mel))
         out.write(struct.pack("<i", len(vocab)))
@@ -237,10 +267,14 @@ def convert(model_bin, out_path, npz_path, tiktoken_path):
             f32 = len(shape) < 2 or name in (
                 "encoder.conv1.bias", "encoder.conv2.bias",
                 "encoder.positional_embedding", "decoder.positional_embedding")
+            ttype = GGML_F32 if f32 else GGML_F16
             if f32:
                 raw = fp16_to_f32_bytes(raw)
+            elif quantize and len(shape) == 2:
+                # Matrices only: whisper.cpp keeps the conv kernels (3-D) in fp16.
+                raw, ttype = q8_0(raw), GGML_Q8_0
             encoded = name.encode("utf-8")
-            out.write(struct.pack("<3i", len(shape), len(encoded), 0 if f32 else 1))
+            out.write(struct.pack("<3i", len(shape), len(encoded), ttype))
             for d in reversed(shape):
                 out.write(struct.pack("<i", d))
             out.write(encoded)
@@ -249,15 +283,22 @@ def convert(model_bin, out_path, npz_path, tiktoken_path):
 
 
 def main(argv):
-    if len(argv) != 5:
+    args = argv[1:]
+    quantize = None
+    if args[:1] == ["--quantize"]:
+        if args[1:2] != ["q8_0"]:
+            print("whisper_ct2_to_ggml: --quantize takes q8_0", file=sys.stderr)
+            return 2
+        quantize, args = "q8_0", args[2:]
+    if len(args) != 4:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     try:
-        n = convert(*argv[1:])
+        n = convert(*args, quantize=quantize)
     except (ConvertError, OSError, zipfile.BadZipFile, KeyError, struct.error) as e:
         print(f"whisper_ct2_to_ggml: {e}", file=sys.stderr)
         return 1
-    print(f"whisper_ct2_to_ggml: wrote {argv[2]} ({n} tensors)")
+    print(f"whisper_ct2_to_ggml: wrote {args[1]} ({n} tensors)")
     return 0
 
 

@@ -70,6 +70,7 @@ pub struct Config {
     pub clinic: ClinicConfig,
     pub dialog: DialogConfig,
     pub speech: SpeechConfig,
+    pub call: CallConfig,
 }
 
 /// The server process.
@@ -210,6 +211,27 @@ pub struct SipConfig {
     pub tls_cert: PathBuf,
     /// PEM private key for SIP over TLS.
     pub tls_key: PathBuf,
+    /// SIP URI of a registrar (PBX or trunk) to REGISTER with over UDP, e.g.
+    /// `sip:pbx.example:5060`. Empty: no registration.
+    pub registrar: String,
+    /// User part of the address of record we register (and digest username).
+    pub register_user: String,
+    /// Domain of the address of record. Empty: the registrar's host.
+    pub register_domain: String,
+    /// Digest password for the registrar (MD5 or SHA-256).
+    pub register_password: Secret,
+    /// Registration lifetime asked for, seconds (60-86400); refreshed before it ends.
+    pub register_expires: u32,
+    /// Sources allowed to send SIP requests: IPs or CIDR ranges of the trunk / PBX, e.g.
+    /// `["203.0.113.0/28"]`. Others get 403. Empty: anyone.
+    pub allow_from: Vec<String>,
+    /// Digest user name callers outside `allow_from` (everyone when it is empty) must
+    /// authenticate with (401 challenge, MD5 or SHA-256). Empty: no challenge.
+    pub auth_user: String,
+    /// Digest password for `auth_user`.
+    pub auth_password: Secret,
+    /// Realm of the inbound digest challenge.
+    pub auth_realm: String,
 }
 
 impl Default for SipConfig {
@@ -226,6 +248,15 @@ impl Default for SipConfig {
             tls_port: 5061,
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
+            registrar: String::new(),
+            register_user: String::new(),
+            register_domain: String::new(),
+            register_password: Secret::default(),
+            register_expires: 600,
+            allow_from: Vec::new(),
+            auth_user: String::new(),
+            auth_password: Secret::default(),
+            auth_realm: "carevoice".into(),
         }
     }
 }
@@ -365,8 +396,8 @@ pub enum IdentityFactors {
 pub struct SpeechConfig {
     /// Load the speech engines at `serve` start-up (a missing model is then a start-up error).
     pub enabled: bool,
-    /// Whisper model: a name from `carevoice models list` (`whisper-tiny.en`, `whisper-base`) or a
-    /// path to a ggml file.
+    /// Whisper model: a name from `carevoice models list` (`whisper-tiny.en-q8`, `whisper-tiny.en`,
+    /// `whisper-base`) or a path to a ggml file.
     pub asr_model: String,
     /// Piper voice: a manifest name (`piper-joe`) or a path to a `.onnx` with its `.onnx.json`
     /// beside it.
@@ -394,13 +425,34 @@ pub struct SpeechConfig {
     pub barge_in_min_ms: u32,
     /// Silero speech probability above which a frame is speech (0.05-0.95).
     pub vad_threshold: f32,
+    /// How the agent reads numeric dates aloud: `month_first` ("03/04" is March 4th, as in the
+    /// US) or `day_first` ("03/04" is the 3rd of April, as in most other countries).
+    pub date_order: DateOrder,
+}
+
+/// Order of day and month in a numeric date such as "03/04".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DateOrder {
+    /// Month, day, year (US).
+    #[default]
+    MonthFirst,
+    /// Day, month, year.
+    DayFirst,
+}
+
+impl DateOrder {
+    /// True when the day comes first (what the text normalizer takes).
+    pub fn day_first(self) -> bool {
+        self == DateOrder::DayFirst
+    }
 }
 
 impl Default for SpeechConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            asr_model: "whisper-tiny.en".into(),
+            asr_model: "whisper-tiny.en-q8".into(),
             tts_voice: "piper-joe".into(),
             vad_model: "silero-vad".into(),
             onnxruntime: "onnxruntime".into(),
@@ -418,6 +470,39 @@ impl Default for SpeechConfig {
             end_of_turn_ms: 700,
             barge_in_min_ms: 300,
             vad_threshold: 0.5,
+            date_order: DateOrder::MonthFirst,
+        }
+    }
+}
+
+/// The live call: timing of the conversation and where calls go when staff must take over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallConfig {
+    /// Seconds of caller silence (after the agent stops speaking) before the step re-prompts
+    /// (1-120).
+    pub no_input_secs: u32,
+    /// Milliseconds an EMR action may take before the caller hears "one moment" (100-10000).
+    pub one_moment_ms: u64,
+    /// Longest call in seconds; the agent then says goodbye and hangs up (30-36000).
+    pub max_call_secs: u64,
+    /// SIP URI that calls are transferred to when the caller wants a person or the agent cannot
+    /// help (`sip:frontdesk@pbx.clinic.local`): by SIP REFER, or, when the caller's phone refuses
+    /// REFER, by the server calling this URI and bridging the two calls. Empty: no transfer; the
+    /// caller is told that the front desk will call back and a callback is recorded.
+    pub transfer_uri: String,
+    /// SIP URI for urgent transfers (emergencies). Empty: `transfer_uri`.
+    pub urgent_transfer_uri: String,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        Self {
+            no_input_secs: 8,
+            one_moment_ms: 700,
+            max_call_secs: 1800,
+            transfer_uri: String::new(),
+            urgent_transfer_uri: String::new(),
         }
     }
 }
@@ -952,7 +1037,43 @@ impl Config {
             }
         }
         self.validate_telephony(&mut errors);
+        self.validate_call(&mut errors);
         errors
+    }
+
+    fn validate_call(&self, errors: &mut Vec<KeyError>) {
+        let mut bad = |key: &str, message: String| {
+            errors.push(KeyError {
+                key: key.into(),
+                message,
+                from_env: None,
+            })
+        };
+        let c = &self.call;
+        for (key, value, min, max) in [
+            ("call.no_input_secs", u64::from(c.no_input_secs), 1, 120),
+            ("call.one_moment_ms", c.one_moment_ms, 100, 10000),
+            ("call.max_call_secs", c.max_call_secs, 30, 36000),
+        ] {
+            if !(min..=max).contains(&value) {
+                bad(key, format!("expected {min}-{max}, got {value}"));
+            }
+        }
+        for (key, uri) in [
+            ("call.transfer_uri", &c.transfer_uri),
+            ("call.urgent_transfer_uri", &c.urgent_transfer_uri),
+        ] {
+            let lower = uri.to_ascii_lowercase();
+            let scheme_ok = ["sip:", "sips:", "tel:"]
+                .iter()
+                .any(|s| lower.starts_with(s));
+            if !uri.is_empty() && !scheme_ok {
+                bad(
+                    key,
+                    format!("expected a sip:, sips: or tel: URI (or empty), got {uri:?}"),
+                );
+            }
+        }
     }
 
     fn validate_telephony(&self, errors: &mut Vec<KeyError>) {
@@ -987,6 +1108,69 @@ impl Config {
                 format!(
                     "expected an integer 1-3600, got {}",
                     self.sip.retry_after_secs
+                ),
+            );
+        }
+        if !self.sip.registrar.is_empty() {
+            match crate::sip::message::Uri::parse(&self.sip.registrar) {
+                Some(u) if u.scheme == "sip" && u.user.is_none() => {}
+                _ => bad(
+                    "sip.registrar",
+                    format!(
+                        "expected a SIP URI without user such as \"sip:pbx.example:5060\", got {:?}",
+                        self.sip.registrar
+                    ),
+                ),
+            }
+            if self.sip.register_user.is_empty()
+                || !self
+                    .sip
+                    .register_user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%".contains(c))
+            {
+                bad(
+                    "sip.register_user",
+                    format!(
+                        "expected a SIP user name (letters, digits, -_.) when sip.registrar is set, got {:?}",
+                        self.sip.register_user
+                    ),
+                );
+            }
+        }
+        for (i, range) in self.sip.allow_from.iter().enumerate() {
+            if crate::sip::acl::Cidr::parse(range).is_none() {
+                bad(
+                    &format!("sip.allow_from[{i}]"),
+                    format!(
+                        "expected an IP address or CIDR range such as \"10.0.0.0/8\", got {range:?}"
+                    ),
+                );
+            }
+        }
+        if !self.sip.auth_user.is_empty() && self.sip.auth_password.expose().is_empty() {
+            bad(
+                "sip.auth_password",
+                "must be set when sip.auth_user is set".into(),
+            );
+        }
+        if !self.sip.auth_user.is_empty()
+            && (self.sip.auth_realm.is_empty() || self.sip.auth_realm.contains(['"', '\\']))
+        {
+            bad(
+                "sip.auth_realm",
+                format!(
+                    "expected a non-empty realm without quotes or backslashes, got {:?}",
+                    self.sip.auth_realm
+                ),
+            );
+        }
+        if !(60..=86400).contains(&self.sip.register_expires) {
+            bad(
+                "sip.register_expires",
+                format!(
+                    "expected an integer 60-86400, got {}",
+                    self.sip.register_expires
                 ),
             );
         }
@@ -1316,6 +1500,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("log.format: unknown variant `xml`"), "{e}");
+    }
+
+    #[test]
+    fn date_order_is_read_from_file_and_env() {
+        assert!(!Config::default().speech.date_order.day_first());
+        let c = load("[speech]\ndate_order = \"day_first\"\n", &[]).unwrap();
+        assert_eq!(c.speech.date_order, DateOrder::DayFirst);
+        assert!(c.speech.date_order.day_first());
+        let c = load("", &[("CAREVOICE_SPEECH__DATE_ORDER", "month_first")]).unwrap();
+        assert_eq!(c.speech.date_order, DateOrder::MonthFirst);
+        let e = load("[speech]\ndate_order = \"dmy\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("speech.date_order: unknown variant `dmy`"),
+            "{e}"
+        );
     }
 
     #[test]

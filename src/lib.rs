@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod call;
 pub mod config;
 pub mod dialog;
 pub mod emr;

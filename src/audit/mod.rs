@@ -132,6 +132,20 @@ impl AuditLog {
         Ok(Receipt(wait))
     }
 
+    /// Queues one record without waiting, from synchronous code. Queued records are written before
+    /// a later [`AuditLog::shutdown`], so nothing queued here is lost on exit. Gives the event back
+    /// when the queue is full (the caller then waits with [`AuditLog::submit`]).
+    pub fn try_submit(&self, event: AuditEvent) -> Result<Receipt, TrySubmitError> {
+        let (done, wait) = oneshot::channel();
+        match self.tx.try_send(Cmd::Append(Box::new(event), done)) {
+            Ok(()) => Ok(Receipt(wait)),
+            Err(mpsc::error::TrySendError::Full(Cmd::Append(event, _))) => {
+                Err(TrySubmitError::Full(event))
+            }
+            Err(_) => Err(TrySubmitError::Closed),
+        }
+    }
+
     /// Writes a signed checkpoint at the head now (if the head moved since the last one).
     pub async fn checkpoint(&self) -> Result<Option<i64>, AuditError> {
         let (done, wait) = oneshot::channel();
@@ -156,6 +170,15 @@ impl AuditLog {
             .map_err(|_| AuditError::Closed)?
             .map_err(AuditError::Io)
     }
+}
+
+/// Why [`AuditLog::try_submit`] did not queue a record.
+#[derive(Debug)]
+pub enum TrySubmitError {
+    /// The queue is full; here is the event back.
+    Full(Box<AuditEvent>),
+    /// The writer has stopped.
+    Closed,
 }
 
 /// A queued record; resolves to its sequence number once committed.

@@ -218,14 +218,50 @@ impl Nlu for HybridNlu {
             Understanding::Unknown => {}
             decided => return decided,
         }
-        match self.llm.classify(text, allowed) {
-            Ok("emergency") => Understanding::Emergency(Emergency::Medical),
-            Ok("other") | Err(_) => Understanding::Unknown,
-            Ok(label) => allowed
-                .iter()
-                .find(|a| **a == label)
-                .map_or(Understanding::Unknown, |a| Understanding::Intent(a)),
+        meaning(self.llm.classify(text, allowed), allowed)
+    }
+}
+
+/// [`HybridNlu`] over one model shared by every call of a server: the model is loaded once and
+/// a turn holds it only for its forward pass (calls wait for each other's turns; at ≤ 200 ms a
+/// turn and a few turns a minute per call, that is fine for a small clinic's line count).
+pub struct SharedHybridNlu {
+    keyword: KeywordNlu,
+    llm: std::sync::Arc<std::sync::Mutex<LlmNlu>>,
+}
+
+impl SharedHybridNlu {
+    pub fn new(llm: std::sync::Arc<std::sync::Mutex<LlmNlu>>) -> Self {
+        Self {
+            keyword: KeywordNlu,
+            llm,
         }
+    }
+}
+
+impl Nlu for SharedHybridNlu {
+    fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding {
+        match self.keyword.understand(text, allowed) {
+            Understanding::Unknown => {}
+            decided => return decided,
+        }
+        let label = self
+            .llm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .classify(text, allowed);
+        meaning(label, allowed)
+    }
+}
+
+fn meaning(label: Result<&'static str, LlmError>, allowed: &[&'static str]) -> Understanding {
+    match label {
+        Ok("emergency") => Understanding::Emergency(Emergency::Medical),
+        Ok("other") | Err(_) => Understanding::Unknown,
+        Ok(label) => allowed
+            .iter()
+            .find(|a| **a == label)
+            .map_or(Understanding::Unknown, |a| Understanding::Intent(a)),
     }
 }
 

@@ -74,6 +74,42 @@ pub trait Nlu: Send {
     fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding;
 }
 
+/// Words of the intents that speech recognition misspells ("rescedule", "apointment", "cancle").
+/// "message" is not here: one edit away is "massage", which a clinic's caller may well mean.
+const VOCABULARY: &[&str] = &[
+    "reschedule",
+    "rescheduled",
+    "appointment",
+    "appointments",
+    "cancel",
+    "cancelled",
+    "canceled",
+    "prescription",
+    "emergency",
+];
+
+/// `normalized` with each word of six or more letters that is one edit (two, from nine letters)
+/// from a [`VOCABULARY`] word read as that word.
+fn respell(normalized: &str) -> String {
+    normalized
+        .split(' ')
+        .map(|w| {
+            let letters = w.chars().count();
+            if letters < 6 || VOCABULARY.contains(&w) {
+                return w;
+            }
+            let max = if letters >= 9 { 2 } else { 1 };
+            VOCABULARY
+                .iter()
+                .map(|v| (strsim::damerau_levenshtein(w, v), *v))
+                .filter(|(d, _)| *d <= max)
+                .min_by_key(|(d, _)| *d)
+                .map_or(w, |(_, v)| v)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn has_any(padded: &str, phrases: &[&str]) -> bool {
     phrases.iter().any(|p| padded.contains(&format!(" {p} ")))
 }
@@ -489,7 +525,7 @@ impl KeywordNlu {
 
 impl Nlu for KeywordNlu {
     fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding {
-        let padded = format!(" {} ", normalize(text));
+        let padded = format!(" {} ", respell(&normalize(text)));
         if let Some(e) = Self::emergency(&padded) {
             return Understanding::Emergency(e);
         }
@@ -598,6 +634,16 @@ mod tests {
             ("where do I park", Understanding::Question(Topic::Parking)),
             ("yes", Understanding::Intent("yes")),
             ("blah blah", Understanding::Unknown),
+            // How whisper tiny spells some callers' words.
+            (
+                "I need to rescedule my appointment.",
+                Understanding::Intent("reschedule"),
+            ),
+            (
+                "I want to cancle my apointment",
+                Understanding::Intent("cancel"),
+            ),
+            ("I need a massage", Understanding::Unknown),
         ];
         for (t, want) in cases {
             assert_eq!(&nlu.understand(t, ALL), want, "{t}");

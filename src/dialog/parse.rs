@@ -694,8 +694,14 @@ fn clock_time(ws: &[String]) -> Option<Time> {
     }
     for i in 0..ws.len() {
         let w = ws[i].as_str();
-        // 2:30
-        if let Some((h, m)) = w.split_once(':')
+        // 2:30, or 2.30 before am/pm (how whisper writes it in British English)
+        let meridiem_next = matches!(
+            ws.get(i + 1).map(String::as_str),
+            Some("am" | "pm" | "a" | "p")
+        );
+        if let Some((h, m)) = w
+            .split_once(':')
+            .or_else(|| w.split_once('.').filter(|_| meridiem_next))
             && let (Ok(h), Ok(m)) = (h.parse::<i8>(), m.parse::<i8>())
         {
             return Some(with_meridiem(h, m, ws.get(i + 1).map(String::as_str)));

@@ -478,14 +478,23 @@ impl EmrObserver for crate::audit::AuditLog {
                 .then(|| crate::audit::Confidential::new(access.ids.join(","))),
             patient: None,
         });
-        let log = self.clone();
-        // Queued from a synchronous hook: the EMR call does not wait for the database.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = log.submit(event).await {
-                    tracing::error!(error = %e, "audit: FHIR access not recorded");
+        // Queued in order from this synchronous hook, so a shutdown right after the EMR call still
+        // writes it; only a full queue (back-pressure) defers it to a task.
+        match self.try_submit(event) {
+            Ok(_) => {}
+            Err(crate::audit::TrySubmitError::Full(event)) => {
+                let log = self.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Err(e) = log.submit(*event).await {
+                            tracing::error!(error = %e, "audit: FHIR access not recorded");
+                        }
+                    });
                 }
-            });
+            }
+            Err(crate::audit::TrySubmitError::Closed) => {
+                tracing::error!("audit: FHIR access not recorded: the audit writer has stopped");
+            }
         }
     }
 }

@@ -173,7 +173,8 @@ pub async fn seed(
                 ],
             }))
             .await?;
-        for (i, (start, end)) in slot_times.iter().enumerate() {
+        let mut upcoming = 0;
+        for (start, end) in &slot_times {
             let slot = json!({
                 "resourceType": "Slot",
                 "schedule": {"reference": format!("Schedule/{schedule}")},
@@ -184,9 +185,14 @@ pub async fn seed(
             });
             let id = client.create_resource(slot.clone()).await?;
             report.slots += 1;
-            // Remember one mid-morning slot per practitioner for the demo appointments.
-            if i == 3 {
-                first_slots.push((id, slot, practitioner.clone()));
+            // Remember one mid-morning slot per practitioner for the demo appointments, from the
+            // next day on: a slot earlier today may already be past, and a past visit is not the
+            // patient's next appointment.
+            if start.date() > first_day {
+                if upcoming == 3 {
+                    first_slots.push((id, slot, practitioner.clone()));
+                }
+                upcoming += 1;
             }
         }
     }

@@ -81,6 +81,11 @@ impl JitterBuffer {
         ((2.0 * self.jitter / frame_ts).ceil() as usize + 1).clamp(1, self.max_frames)
     }
 
+    /// RFC 3550 interarrival jitter, in timestamp units (for RTCP reports).
+    pub fn jitter(&self) -> u32 {
+        self.jitter as u32
+    }
+
     pub fn len(&self) -> usize {
         self.packets.len()
     }

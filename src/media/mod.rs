@@ -22,6 +22,7 @@
 pub mod g711;
 pub mod jitter;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
@@ -79,6 +80,8 @@ pub enum Control {
     Flush,
     /// End the call from our side.
     Hangup,
+    /// Send a keypad digit as an RFC 4733 telephone-event (when the call negotiated one).
+    Dtmf(char),
 }
 
 /// The pipeline's handle on one call's media. See the module docs.
@@ -92,6 +95,12 @@ impl MediaEdge {
     /// Stops playback at once (barge-in).
     pub async fn flush(&self) {
         let _ = self.control.send(Control::Flush).await;
+    }
+
+    /// Sends keypad digit `digit` (`0`-`9`, `*`, `#`, `A`-`D`) to the caller as an RFC 4733
+    /// telephone-event (100 ms), in place of audio. Ignored when the call has no telephone-event.
+    pub async fn send_dtmf(&self, digit: char) {
+        let _ = self.control.send(Control::Dtmf(digit)).await;
     }
 
     /// Ends the call (we send BYE).

@@ -76,6 +76,8 @@ pub struct MediaDesc {
     pub direction: Direction,
     pub ptime: Option<u32>,
     pub crypto: Vec<Crypto>,
+    /// `a=rtcp-mux` (RFC 5761): RTCP shares the RTP port.
+    pub rtcp_mux: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,7 @@ impl Sdp {
                         direction: session_dir,
                         ptime: None,
                         crypto: Vec::new(),
+                        rtcp_mux: false,
                     });
                 }
                 "a" => {
@@ -235,6 +238,7 @@ impl Sdp {
                                 f.fmtp = Some(params.trim().to_string());
                             }
                         }
+                        "rtcp-mux" => m.rtcp_mux = true,
                         "ptime" => {
                             m.ptime = Some(
                                 arg.trim()
@@ -331,6 +335,8 @@ pub struct Negotiated {
     /// Our direction, as put in the answer.
     pub direction: Direction,
     pub ptime: u32,
+    /// The offer had `a=rtcp-mux`: we answer with it and send RTCP on the RTP port.
+    pub rtcp_mux: bool,
 }
 
 /// Picks what to answer to `offer`: the offerer's first of PCMU/PCMA, plus telephone-event.
@@ -377,6 +383,7 @@ pub fn negotiate(offer: &Sdp) -> Option<Negotiated> {
         remote_port: audio.port,
         direction: audio.direction.answer(),
         ptime: 20,
+        rtcp_mux: audio.rtcp_mux,
     })
 }
 
@@ -411,6 +418,9 @@ pub fn answer(
         );
     }
     let _ = write!(s, "a=ptime:{}\r\na={}\r\n", n.ptime, n.direction.as_str());
+    if n.rtcp_mux {
+        s.push_str("a=rtcp-mux\r\n");
+    }
     if let Some(k) = &n.srtp {
         let _ = write!(
             s,
@@ -486,6 +496,13 @@ mod tests {
             Sdp::parse(text.as_bytes()).unwrap().audio().unwrap().port,
             7000
         );
+        assert!(!n.rtcp_mux);
+        // An offer with rtcp-mux gets it in the answer (RFC 5761 5.1.1).
+        let muxed = Sdp::parse(format!("{plain}a=rtcp-mux\n").as_bytes()).unwrap();
+        let n = negotiate(&muxed).unwrap();
+        assert!(n.rtcp_mux);
+        let text = answer(&n, "127.0.0.1:7000".parse().unwrap(), 42, 1);
+        assert!(text.ends_with("a=recvonly\r\na=rtcp-mux\r\n"), "{text}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::jitter::{JitterBuffer, Playout};
 use super::resample::{Downsampler, Upsampler};
+use super::rtcp::{self, ReportBlock, SenderInfo, SrtcpContext};
 use super::rtp::{DtmfReceiver, RtpPacket, is_rtcp};
 use super::sdp::{Codec, Direction, Negotiated};
 use super::srtp::SrtpContext;
@@ -26,6 +27,93 @@ pub struct SessionStats {
     pub rtp_out: u64,
     pub dtmf_digits: u64,
     pub audio_dropped: u64,
+    /// Digits we sent as RFC 4733 events.
+    pub dtmf_sent: u64,
+    pub rtcp_in: u64,
+    pub rtcp_out: u64,
+    /// RTCP that failed SRTCP authentication or did not parse.
+    pub rtcp_bad: u64,
+}
+
+/// How often we send an RTCP report (RFC 3550's 5 s minimum interval), and the first one.
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+pub const RTCP_FIRST: Duration = Duration::from_millis(2500);
+
+/// What the RTCP receiver report says about the caller's stream (RFC 3550 A.1, A.3).
+#[derive(Debug, Default, Clone, Copy)]
+struct Reception {
+    ssrc: Option<u32>,
+    base_seq: u16,
+    max_seq: u16,
+    cycles: u32,
+    received: u32,
+    expected_prior: u32,
+    received_prior: u32,
+    /// Middle 32 bits of the last SR's NTP time and when it came.
+    last_sr: Option<(u32, Instant)>,
+}
+
+impl Reception {
+    fn on_rtp(&mut self, ssrc: u32, seq: u16) {
+        if self.ssrc != Some(ssrc) {
+            *self = Reception {
+                ssrc: Some(ssrc),
+                base_seq: seq,
+                max_seq: seq,
+                last_sr: self.last_sr,
+                ..Reception::default()
+            };
+        } else {
+            let delta = seq.wrapping_sub(self.max_seq);
+            if delta != 0 && delta < 0x8000 {
+                if seq < self.max_seq {
+                    self.cycles += 1 << 16;
+                }
+                self.max_seq = seq;
+            }
+        }
+        self.received += 1;
+    }
+
+    fn block(&mut self, jitter: u32, now: Instant) -> Option<ReportBlock> {
+        let ssrc = self.ssrc?;
+        let extended = self.cycles | u32::from(self.max_seq);
+        let expected = extended.wrapping_sub(u32::from(self.base_seq)) + 1;
+        let lost = i64::from(expected) - i64::from(self.received);
+        let expected_interval = expected.wrapping_sub(self.expected_prior);
+        let received_interval = self.received.wrapping_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
+        let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
+            0
+        } else {
+            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
+        };
+        let (last_sr, delay_since_last_sr) = match self.last_sr {
+            Some((mid, at)) => (mid, (now.duration_since(at).as_secs_f64() * 65536.0) as u32),
+            None => (0, 0),
+        };
+        Some(ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
+            highest_seq: extended,
+            jitter,
+            last_sr,
+            delay_since_last_sr,
+        })
+    }
+}
+
+/// NTP time (RFC 3550 4) of `wall`.
+fn ntp(wall: std::time::SystemTime) -> u64 {
+    let since = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() + 2_208_988_800;
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
 }
 
 pub struct MediaSession {
@@ -43,9 +131,31 @@ pub struct MediaSession {
     packet: Vec<u8>,
     /// SRTP contexts (receive, send) when SDES keys were agreed.
     srtp: Option<(SrtpContext, SrtpContext)>,
+    /// SRTCP contexts (receive, send), same keys as SRTP.
+    srtcp: Option<(SrtcpContext, SrtcpContext)>,
+    reception: Reception,
+    octets_out: u32,
     clear: Vec<u8>,
+    /// Digits waiting to be sent (RFC 4733 event codes) and the one being sent.
+    dtmf_queue: std::collections::VecDeque<u8>,
+    dtmf_out: Option<DtmfOut>,
     pub stats: SessionStats,
 }
+
+/// A telephone-event being sent: its code, RTP timestamp (fixed for the event), ticks sent.
+#[derive(Debug, Clone, Copy)]
+struct DtmfOut {
+    event: u8,
+    timestamp: u32,
+    ticks: u16,
+}
+
+/// Ticks (20 ms) of a sent digit before its end packets, and how often the end packet goes out.
+const DTMF_TICKS: u16 = 5;
+const DTMF_END_REPEATS: u16 = 3;
+/// Silent ticks between two sent digits.
+const DTMF_GAP_TICKS: u16 = 3;
+const DTMF_VOLUME: u8 = 10;
 
 fn srtp_contexts(media: &Negotiated) -> Option<(SrtpContext, SrtpContext)> {
     media.srtp.as_ref().map(|k| {
@@ -56,6 +166,13 @@ fn srtp_contexts(media: &Negotiated) -> Option<(SrtpContext, SrtpContext)> {
     })
 }
 
+fn srtcp_contexts(media: &Negotiated) -> Option<(SrtcpContext, SrtcpContext)> {
+    media
+        .srtp
+        .as_ref()
+        .map(|k| (SrtcpContext::new(&k.remote), SrtcpContext::new(&k.local)))
+}
+
 impl MediaSession {
     pub fn new(media: Negotiated, ssrc: u32) -> MediaSession {
         let remote = media
@@ -64,6 +181,9 @@ impl MediaSession {
             .map(|a| SocketAddr::new(a, media.remote_port));
         MediaSession {
             srtp: srtp_contexts(&media),
+            srtcp: srtcp_contexts(&media),
+            reception: Reception::default(),
+            octets_out: 0,
             clear: Vec::with_capacity(256),
             media,
             remote,
@@ -75,6 +195,8 @@ impl MediaSession {
             seq: (ssrc >> 16) as u16,
             timestamp: ssrc.rotate_left(7),
             marker: true,
+            dtmf_queue: std::collections::VecDeque::new(),
+            dtmf_out: None,
             scratch8: Vec::with_capacity(FRAME_8K),
             packet: Vec::with_capacity(12 + FRAME_8K),
             stats: SessionStats::default(),
@@ -96,8 +218,54 @@ impl MediaSession {
         }
         if media.srtp != self.media.srtp {
             self.srtp = srtp_contexts(&media);
+            self.srtcp = srtcp_contexts(&media);
         }
         self.media = media;
+    }
+
+    /// Queues keypad digit `digit` for sending as RFC 4733 events. False when the call has no
+    /// telephone-event payload type or `digit` is no keypad key.
+    pub fn send_dtmf(&mut self, digit: char) -> bool {
+        let Some(code) = b"0123456789*#ABCD"
+            .iter()
+            .position(|&b| b as char == digit.to_ascii_uppercase())
+        else {
+            return false;
+        };
+        if self.media.dtmf_pt.is_none() {
+            return false;
+        }
+        self.dtmf_queue.push_back(code as u8);
+        true
+    }
+
+    /// The telephone-event payload for this tick, if a digit is being sent (RFC 4733 2.5.1):
+    /// same timestamp all along, growing duration, marker on the first packet, the end packet
+    /// three times, then a short gap before the next digit.
+    fn dtmf_tick(&mut self, ts: u32) -> Option<([u8; 4], bool, u32)> {
+        if self.dtmf_out.is_none() {
+            let event = self.dtmf_queue.pop_front()?;
+            self.dtmf_out = Some(DtmfOut {
+                event,
+                timestamp: ts,
+                ticks: 0,
+            });
+        }
+        let out = self.dtmf_out.as_mut()?;
+        out.ticks += 1;
+        let (event, timestamp, ticks) = (out.event, out.timestamp, out.ticks);
+        if ticks > DTMF_TICKS + DTMF_END_REPEATS {
+            // Gap: audio (silence) again until the next digit may start.
+            if ticks >= DTMF_TICKS + DTMF_END_REPEATS + DTMF_GAP_TICKS {
+                self.dtmf_out = None;
+            }
+            return None;
+        }
+        let end = ticks > DTMF_TICKS;
+        let duration = (FRAME_8K as u16) * ticks.min(DTMF_TICKS);
+        let [d0, d1] = duration.to_be_bytes();
+        let flags = if end { 0x80 } else { 0 } | DTMF_VOLUME;
+        Some(([event, flags, d0, d1], ticks == 1, timestamp))
     }
 
     pub fn direction(&self) -> Direction {
@@ -107,6 +275,8 @@ impl MediaSession {
     /// One datagram from the RTP port. Returns a DTMF digit when a new event starts.
     pub fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr, now: Instant) -> Option<char> {
         if is_rtcp(bytes) {
+            // rtcp-mux peers send RTCP to the RTP port.
+            self.on_rtcp(bytes, now);
             return None;
         }
         let bytes = match self.srtp.as_mut() {
@@ -128,6 +298,7 @@ impl MediaSession {
             return None;
         };
         self.stats.rtp_in += 1;
+        self.reception.on_rtp(p.ssrc, p.sequence);
         // Symmetric RTP: answer where the caller's media really comes from.
         self.remote = Some(from);
         if Some(p.payload_type) == self.media.dtmf_pt {
@@ -196,6 +367,28 @@ impl MediaSession {
             }
         }
         self.scratch8.resize(FRAME_8K, 0);
+        if let Some(pt) = self.media.dtmf_pt
+            && let Some((event, marker, ev_ts)) = self.dtmf_tick(ts)
+        {
+            let packet = RtpPacket {
+                marker,
+                payload_type: pt,
+                sequence: self.seq,
+                timestamp: ev_ts,
+                ssrc: self.ssrc,
+                payload: &event,
+            };
+            packet.write(&mut self.packet);
+            if let Some((_, tx)) = self.srtp.as_mut()
+                && tx.protect(&mut self.packet).is_err()
+            {
+                return None;
+            }
+            self.seq = self.seq.wrapping_add(1);
+            self.stats.rtp_out += 1;
+            self.stats.dtmf_sent += u64::from(marker);
+            return Some(&self.packet);
+        }
         let encode = match self.media.codec {
             Codec::Pcmu => g711::linear_to_ulaw,
             Codec::Pcma => g711::linear_to_alaw,
@@ -221,7 +414,82 @@ impl MediaSession {
         self.marker = false;
         self.seq = self.seq.wrapping_add(1);
         self.stats.rtp_out += 1;
+        self.octets_out = self.octets_out.wrapping_add(FRAME_8K as u32);
         Some(&self.packet)
+    }
+
+    /// Where RTCP goes: the caller's RTP address with rtcp-mux, else its RTP port + 1 (RFC 3550
+    /// 11).
+    pub fn rtcp_remote(&self) -> Option<SocketAddr> {
+        if self.media.rtcp_mux {
+            return self.remote;
+        }
+        self.remote
+            .map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
+    }
+
+    /// RTCP shares the RTP port (RFC 5761).
+    pub fn rtcp_mux(&self) -> bool {
+        self.media.rtcp_mux
+    }
+
+    /// One incoming RTCP datagram (SRTCP when the call is SRTP): remembers the caller's last SR
+    /// for our report blocks. Never touches the audio path.
+    pub fn on_rtcp(&mut self, bytes: &[u8], now: Instant) {
+        let plain = match self.srtcp.as_mut() {
+            Some((rx, _)) => {
+                self.clear.clear();
+                self.clear.extend_from_slice(bytes);
+                match rx.unprotect(&mut self.clear) {
+                    Ok(n) => &self.clear[..n],
+                    Err(e) => {
+                        tracing::debug!(error = %e, len = bytes.len(), "RTCP dropped");
+                        self.stats.rtcp_bad += 1;
+                        return;
+                    }
+                }
+            }
+            None => bytes,
+        };
+        let packets = match rtcp::parse(plain) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, len = bytes.len(), "RTCP dropped");
+                self.stats.rtcp_bad += 1;
+                return;
+            }
+        };
+        self.stats.rtcp_in += 1;
+        for p in packets {
+            if let rtcp::Packet::Report(r) = p
+                && let Some(s) = r.sender
+            {
+                self.reception.last_sr = Some(((s.ntp >> 16) as u32, now));
+            }
+        }
+    }
+
+    /// The compound report to send now: SR once we have sent RTP, else RR; a report block about
+    /// the caller's stream once it has sent RTP. SRTCP-protected on SRTP calls.
+    pub fn rtcp_report(&mut self, now: Instant, wall: std::time::SystemTime) -> Option<Vec<u8>> {
+        let sender = (self.stats.rtp_out > 0).then(|| SenderInfo {
+            ntp: ntp(wall),
+            rtp_ts: self.timestamp,
+            packets: self.stats.rtp_out as u32,
+            octets: self.octets_out,
+        });
+        let jitter = self.jitter.jitter();
+        let report = rtcp::Report {
+            ssrc: self.ssrc,
+            sender,
+            blocks: self.reception.block(jitter, now).into_iter().collect(),
+        };
+        let mut bytes = rtcp::build(&report, &format!("carevoice-{:08x}", self.ssrc));
+        if let Some((_, tx)) = self.srtcp.as_mut() {
+            tx.protect(&mut bytes).ok()?;
+        }
+        self.stats.rtcp_out += 1;
+        Some(bytes)
     }
 }
 
@@ -255,8 +523,36 @@ pub async fn run(
     let mut pending: Vec<i16> = Vec::new();
     let mut heard = Vec::with_capacity(FRAME_16K);
     let mut play_open = true;
+    // RTCP on the RTP port + 1 (ports are even, so it is ours to take); none if taken.
+    let rtcp_socket = match socket.local_addr() {
+        Ok(a) => UdpSocket::bind(SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let mut rtcp_buf = vec![0u8; 2048];
+    let mut rtcp_timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + RTCP_FIRST, RTCP_INTERVAL);
     loop {
         tokio::select! {
+            r = async {
+                match &rtcp_socket {
+                    Some(s) => s.recv_from(&mut rtcp_buf).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok((n, _)) = r {
+                    session.on_rtcp(&rtcp_buf[..n], Instant::now());
+                }
+            }
+            _ = rtcp_timer.tick() => {
+                let out = if session.rtcp_mux() { Some(&socket) } else { rtcp_socket.as_ref() };
+                if let (Some(s), Some(to)) = (out, session.rtcp_remote())
+                    && let Some(report) = session.rtcp_report(Instant::now(), std::time::SystemTime::now())
+                {
+                    let _ = s.send_to(&report, to).await;
+                }
+            }
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 if let Some(digit) = session.on_datagram(&buf[..n], from, Instant::now()) {
@@ -294,6 +590,9 @@ pub async fn run(
                     while peer.play.try_recv().is_ok() {}
                 }
                 Some(Control::Hangup) => hangup(),
+                Some(Control::Dtmf(digit)) => {
+                    session.send_dtmf(digit);
+                }
                 None => {}
             },
             u = updates.recv() => match u {
@@ -326,6 +625,7 @@ mod tests {
             remote_port: 4000,
             direction,
             ptime: 20,
+            rtcp_mux: false,
         }
     }
 
@@ -510,5 +810,253 @@ mod tests {
                 None => panic!("no Ended event"),
             }
         }
+    }
+
+    #[test]
+    fn sent_digits_follow_rfc4733_and_decode_on_the_other_side() {
+        let mut a = MediaSession::new(negotiated(Direction::SendRecv), 1);
+        let mut b = MediaSession::new(negotiated(Direction::SendRecv), 2);
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(!a.send_dtmf('x'));
+        assert!(a.send_dtmf('5') && a.send_dtmf('#'));
+        let mut got = Vec::new();
+        let mut packets = Vec::new();
+        for _ in 0..30 {
+            let mut heard = Vec::new();
+            let packet = a.tick(None, &mut heard).unwrap().to_vec();
+            let p = RtpPacket::parse(&packet).unwrap();
+            packets.push((
+                p.payload_type,
+                p.marker,
+                p.timestamp,
+                p.sequence,
+                p.payload.to_vec(),
+            ));
+            if let Some(d) = b.on_datagram(&packet, from, t0) {
+                got.push(d);
+            }
+        }
+        assert_eq!(got, vec!['5', '#']);
+        assert_eq!(a.stats.dtmf_sent, 2);
+        // First digit: 5 growing packets then 3 end packets, one timestamp, marker first only.
+        let first: Vec<_> = packets[..8].iter().collect();
+        assert!(first.iter().all(|p| p.0 == 101 && p.2 == packets[0].2));
+        assert!(first[0].1 && first[1..].iter().all(|p| !p.1));
+        let durations: Vec<u16> = first
+            .iter()
+            .map(|p| u16::from_be_bytes([p.4[2], p.4[3]]))
+            .collect();
+        assert_eq!(durations, vec![160, 320, 480, 640, 800, 800, 800, 800]);
+        assert!(first[..5].iter().all(|p| p.4[1] & 0x80 == 0));
+        assert!(first[5..].iter().all(|p| p.4[1] & 0x80 != 0 && p.4[0] == 5));
+        // Sequence numbers keep counting; audio (PT 0) fills the gap before '#'.
+        for w in packets.windows(2) {
+            assert_eq!(w[1].3.wrapping_sub(w[0].3), 1);
+        }
+        assert_eq!(packets[8].0, 0);
+        let second = packets
+            .iter()
+            .position(|p| p.0 == 101 && p.4[0] == 11)
+            .unwrap();
+        assert!(second > 8 && packets[second].1);
+        assert_eq!(
+            packets[second].2.wrapping_sub(packets[0].2),
+            160 * second as u32
+        );
+        // Without telephone-event nothing is queued.
+        let mut plain = negotiated(Direction::SendRecv);
+        plain.dtmf_pt = None;
+        assert!(!MediaSession::new(plain, 3).send_dtmf('1'));
+    }
+
+    /// An SRTP call's reports go out as SRTCP the other side authenticates and decrypts; they
+    /// count what was sent and received, and the caller's SR lands in our next report block.
+    #[test]
+    fn rtcp_reports_between_two_srtp_sessions() {
+        use crate::media::sdp::SrtpKeys;
+        use crate::media::srtp::{MasterKey, Suite};
+        let (ka, kb) = (MasterKey::random().unwrap(), MasterKey::random().unwrap());
+        let keys = |remote: &MasterKey, local: &MasterKey| SrtpKeys {
+            tag: 1,
+            suite: Suite::AesCm128HmacSha1_80,
+            remote: remote.clone(),
+            local: local.clone(),
+        };
+        let mut ma = negotiated(Direction::SendRecv);
+        ma.srtp = Some(keys(&kb, &ka));
+        let mut mb = negotiated(Direction::SendRecv);
+        mb.srtp = Some(keys(&ka, &kb));
+        let mut a = MediaSession::new(ma, 0xaaaa);
+        let mut b = MediaSession::new(mb, 0xbbbb);
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now();
+        // Before any RTP: an RR without report blocks.
+        let rr = a.rtcp_report(now, wall).unwrap();
+        assert_ne!(rr[8..12], [0, 0, 0, 0], "SRTCP left the body in clear");
+        b.on_rtcp(&rr, now);
+        assert_eq!((b.stats.rtcp_in, b.stats.rtcp_bad), (1, 0));
+        let mut heard = Vec::new();
+        // b sends 10 packets to a (number 4 lost on the way).
+        for i in 0..10 {
+            let p = b.tick(None, &mut heard).unwrap().to_vec();
+            if i != 4 {
+                a.on_datagram(&p, from, now);
+            }
+        }
+        let sr_b = b.rtcp_report(now, wall).unwrap();
+        a.on_rtcp(&sr_b, now);
+        assert_eq!((a.stats.rtcp_in, a.stats.rtcp_bad), (1, 0));
+        // a's next report: SR once a sent, with a block about b's stream.
+        a.tick(None, &mut heard).unwrap();
+        let later = now + Duration::from_secs(1);
+        let mut report = a.rtcp_report(later, wall).unwrap();
+        let mut rx = SrtcpContext::new(&ka);
+        let n = rx.unprotect(&mut report).unwrap();
+        let packets = rtcp::parse(&report[..n]).unwrap();
+        let rtcp::Packet::Report(r) = &packets[0] else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(r.ssrc, 0xaaaa);
+        let s = r.sender.unwrap();
+        assert_eq!((s.packets, s.octets), (1, 160));
+        assert_eq!(r.blocks.len(), 1);
+        let blk = r.blocks[0];
+        assert_eq!(blk.ssrc, 0xbbbb);
+        assert_eq!(blk.cumulative_lost, 1);
+        assert_eq!(blk.fraction_lost, 25); // 1 of 10, in 1/256
+        assert_eq!(blk.last_sr, {
+            let rtcp::Packet::Report(rb) = &{
+                let mut c = sr_b.clone();
+                let mut rx = SrtcpContext::new(&kb);
+                let n = rx.unprotect(&mut c).unwrap();
+                rtcp::parse(&c[..n]).unwrap()
+            }[0] else {
+                panic!()
+            };
+            (rb.sender.unwrap().ntp >> 16) as u32
+        });
+        assert!(
+            (65000..66100).contains(&blk.delay_since_last_sr),
+            "{}",
+            blk.delay_since_last_sr
+        );
+        // Tampered SRTCP is counted as bad and changes nothing.
+        let mut bad = a.rtcp_report(later, wall).unwrap();
+        bad[10] ^= 1;
+        b.on_rtcp(&bad, later);
+        assert_eq!((b.stats.rtcp_in, b.stats.rtcp_bad), (1, 1));
+    }
+
+    /// The media task sends RTCP to the caller's RTP port + 1 from our RTP port + 1, and counts
+    /// the caller's RTCP arriving there.
+    #[tokio::test]
+    async fn media_task_sends_rtcp_on_the_next_port() {
+        use crate::media::edge;
+        // Two even/odd pairs: ours and the caller's.
+        async fn pair() -> (UdpSocket, UdpSocket) {
+            loop {
+                let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let port = probe.local_addr().unwrap().port() & !1;
+                drop(probe);
+                if let (Ok(a), Ok(b)) = (
+                    UdpSocket::bind(("127.0.0.1", port)).await,
+                    UdpSocket::bind(("127.0.0.1", port + 1)).await,
+                ) {
+                    return (a, b);
+                }
+            }
+        }
+        let (ours, ours_rtcp) = pair().await;
+        let ours_addr = ours.local_addr().unwrap();
+        drop(ours_rtcp); // the task binds it
+        let (caller, caller_rtcp) = pair().await;
+        let mut media = negotiated(Direction::SendRecv);
+        media.remote_port = caller.local_addr().unwrap().port();
+        let (_edge, peer) = edge(50, 5);
+        let (updates_tx, updates_rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(ours, media, peer, updates_rx, || {}));
+        let mut buf = Vec::new();
+        for i in 0..20u16 {
+            RtpPacket {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: 100 + i,
+                timestamp: i as u32 * 160,
+                ssrc: 77,
+                payload: &[0xff; 160],
+            }
+            .write(&mut buf);
+            caller.send_to(&buf, ours_addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Our RTP's SSRC, from what reaches the caller.
+        let mut rbuf = [0u8; 2048];
+        let (n, _) = caller.recv_from(&mut rbuf).await.unwrap();
+        let our_ssrc = RtpPacket::parse(&rbuf[..n]).unwrap().ssrc;
+        // The caller's SR to our RTP port + 1.
+        let sr = rtcp::build(
+            &rtcp::Report {
+                ssrc: 77,
+                sender: Some(SenderInfo {
+                    ntp: ntp(std::time::SystemTime::now()),
+                    rtp_ts: 3200,
+                    packets: 20,
+                    octets: 3200,
+                }),
+                blocks: vec![],
+            },
+            "caller",
+        );
+        let to = SocketAddr::new(ours_addr.ip(), ours_addr.port() + 1);
+        caller_rtcp.send_to(&sr, to).await.unwrap();
+        let (n, from) =
+            tokio::time::timeout(Duration::from_secs(6), caller_rtcp.recv_from(&mut rbuf))
+                .await
+                .expect("no RTCP within 6 s")
+                .unwrap();
+        assert_eq!(from, to);
+        let packets = rtcp::parse(&rbuf[..n]).unwrap();
+        let rtcp::Packet::Report(r) = &packets[0] else {
+            panic!("{packets:?}")
+        };
+        assert_eq!(r.ssrc, our_ssrc);
+        assert!(r.sender.unwrap().packets > 0);
+        assert_eq!(r.blocks[0].ssrc, 77);
+        assert_eq!(r.blocks[0].highest_seq, 119);
+        assert_eq!(r.blocks[0].cumulative_lost, 0);
+        assert_ne!(r.blocks[0].last_sr, 0, "our report ignores the caller's SR");
+        assert!(matches!(&packets[1], rtcp::Packet::Sdes(c) if c[0].0 == our_ssrc));
+        updates_tx.send(SessionUpdate::End).await.unwrap();
+        let stats = task.await.unwrap();
+        assert_eq!((stats.rtcp_in, stats.rtcp_bad), (1, 0));
+        assert!(stats.rtcp_out >= 1);
+    }
+
+    /// With rtcp-mux, RTCP goes to the RTP address and RTCP arriving on the RTP port is taken
+    /// as RTCP (not counted as bad RTP, not played).
+    #[test]
+    fn rtcp_mux_uses_the_rtp_port() {
+        let mut m = negotiated(Direction::SendRecv);
+        m.rtcp_mux = true;
+        let mut a = MediaSession::new(m, 1);
+        assert_eq!(a.rtcp_remote(), Some("127.0.0.1:4000".parse().unwrap()));
+        let b = MediaSession::new(negotiated(Direction::SendRecv), 2);
+        assert_eq!(b.rtcp_remote(), Some("127.0.0.1:4001".parse().unwrap()));
+        let rr = rtcp::build(
+            &rtcp::Report {
+                ssrc: 9,
+                sender: None,
+                blocks: vec![],
+            },
+            "peer",
+        );
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(a.on_datagram(&rr, from, Instant::now()), None);
+        assert_eq!(
+            (a.stats.rtcp_in, a.stats.rtp_in, a.stats.rtp_bad),
+            (1, 0, 0)
+        );
     }
 }

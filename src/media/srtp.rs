@@ -1,5 +1,5 @@
-//! SRTP (RFC 3711) with SDES keys (RFC 4568): AES_CM_128_HMAC_SHA1_80 and _32. RTP only; SRTCP
-//! packets are recognised and dropped by the session (we send no RTCP yet).
+//! SRTP (RFC 3711) with SDES keys (RFC 4568): AES_CM_128_HMAC_SHA1_80 and _32, for RTP. SRTCP
+//! (same master keys, labels 3..5) lives in [`super::rtcp`].
 
 use aes::Aes128;
 use base64::Engine as _;
@@ -9,7 +9,7 @@ use sha1::Sha1;
 
 use super::MediaError;
 
-type Aes128Ctr = ctr::Ctr128BE<Aes128>;
+pub(crate) type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suite {
@@ -105,7 +105,7 @@ impl MasterKey {
 }
 
 /// AES-CM key derivation (RFC 3711 4.3.1) with key derivation rate 0.
-fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
+pub(crate) fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
     let mut iv = [0u8; 16];
     iv[..14].copy_from_slice(&master.salt);
     iv[7] ^= label;

@@ -49,6 +49,31 @@ pub fn rtp(data: &[u8]) {
         let _ = TelephoneEvent::parse(p.payload);
     }
     let _ = parse_rtcp(data);
+    rtcp(data);
+}
+
+/// RTCP compound parsing (reports rebuild to the same report) and SRTCP unprotect on hostile bytes.
+fn rtcp(data: &[u8]) {
+    use crate::media::rtcp::{self, Packet, SrtcpContext};
+    if let Ok(packets) = rtcp::parse(data) {
+        for p in packets {
+            if let Packet::Report(r) = p
+                && r.blocks.len() <= 31
+            {
+                let again = rtcp::parse(&rtcp::build(&r, "fuzz"))
+                    .unwrap_or_else(|e| panic!("built report: {e}"));
+                assert_eq!(again[0], Packet::Report(r));
+            }
+        }
+    }
+    let key = crate::media::srtp::MasterKey::from_key_params(
+        "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+    );
+    if let Ok(key) = key {
+        let mut ctx = SrtcpContext::new(&key);
+        let mut buf = data.to_vec();
+        let _ = ctx.unprotect(&mut buf);
+    }
 }
 
 /// Jitter buffer driven by a byte script: each 8-byte record is one packet

@@ -9,17 +9,32 @@
 //!   drives [`uas::Endpoint`] and the media tasks of each call.
 //! - [`fuzz`]: entry points of the cargo-fuzz targets in `fuzz/` (also run over the seed corpus
 //!   by `tests/fuzz_corpus.rs`).
+//! - [`digest`]: digest authentication, client side (MD5, SHA-256 per RFC 8760, qop=auth) and
+//!   server side (checking a caller's credentials).
+//! - [`register`]: REGISTER to a registrar with digest auth, refresh and backoff (sans-IO,
+//!   driven by the endpoint).
+//! - [`acl`]: the source-address allow-list (`sip.allow_from`).
+//! - In `uas`: blind transfer (REFER + NOTIFY/sipfrag, RFC 3515) in `uas::transfer`; outbound
+//!   calls (INVITE client transaction, ACK, CANCEL) in `uas::uac`, behind
+//!   [`transport::SipHandle::dial`]; inbound protection: 403 for sources outside `allow_from`
+//!   and/or a 401 digest challenge (`sip.auth_user`) for new calls from sources not listed.
 //!
-//! Not done yet: REGISTER with digest auth and refresh, REFER blind transfer, outbound INVITE,
-//! inbound digest challenge / per-trunk allow-lists, Opus.
+//! - Shutdown drains: [`transport::SipServer::run`] refuses new INVITEs (503, Retry-After) but
+//!   serves calls in progress until they end or the grace period passes, then sends BYE. RTCP
+//!   (SR/RR, SRTCP, rtcp-mux) is per call in `media::session` / `media::rtcp`.
+//!
+//! Not done yet: REGISTER over TCP/TLS (UDP only; REFER uses the call's own transport), Opus.
 //!
 //! We keep our own core rather than `rsipstack`: rsipstack binds its transactions and dialogs to
 //! tokio tasks and sockets, so its state machines cannot be driven byte-for-byte with a fake clock;
 //! the part of SIP a UAS for a clinic needs is small. rsipstack and sipp stay useful as interop
 //! peers in tests.
 
+pub mod acl;
+pub mod digest;
 pub mod fuzz;
 pub mod message;
+pub mod register;
 pub mod transport;
 pub mod uas;
 

@@ -1,9 +1,10 @@
 //! The tokio shell around [`Endpoint`]: UDP and TCP sockets, the timer, RTP ports, and one media
 //! task per call. Everything SIP-specific happens in the sans-IO core; this file moves bytes.
 //!
-//! Until the live call pipeline lands, each answered call is handed to a greeting flow that plays
-//! `media.greeting_wav` to the caller (and hangs up after `media.hangup_after_greeting_secs` when
-//! set). The pipeline will take the same [`MediaEdge`] instead.
+//! Each answered call is handed to the [`CallHandler`] as an [`AnsweredCall`]: its [`MediaEdge`]
+//! and a [`CallControl`] for what the call asks of SIP (transfer). `serve` installs the live call
+//! pipeline; without one, [`GreetingHandler`] plays `media.greeting_wav` (and hangs up after
+//! `media.hangup_after_greeting_secs` when set).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::SipError;
 use super::message::{self, Framing};
+use super::register::{RegisterConfig, RegisterEvent};
 use super::uas::{CallId, Endpoint, EndpointConfig, Event, Transport};
 use crate::config::{MediaConfig, SipConfig, SipTransport};
 use crate::media::sdp::Negotiated;
@@ -49,6 +51,79 @@ enum Input {
     Hangup(CallId),
     /// The ring time of a call is over: answer it.
     Answer(CallId),
+    /// The application places a call.
+    Dial {
+        target: String,
+        peer: SocketAddr,
+        reply: oneshot::Sender<Result<AnsweredCall, DialError>>,
+    },
+    /// The application asks to transfer a call (blind, REFER) to `target` (a SIP URI).
+    Transfer {
+        call: CallId,
+        target: String,
+        reply: oneshot::Sender<Result<(), TransferError>>,
+    },
+}
+
+pub use super::uas::TransferError;
+
+/// What a call may ask of the SIP side besides media.
+#[derive(Clone)]
+pub struct CallControl {
+    call: CallId,
+    tx: mpsc::Sender<Input>,
+}
+
+impl CallControl {
+    /// Blind-transfers the call to `target` (`sip:desk@pbx`). Ok when the transfer target
+    /// answered (the caller is then off our hands and the call ends with a BYE).
+    pub async fn transfer(&self, target: &str) -> Result<(), TransferError> {
+        let (reply, rx) = oneshot::channel();
+        let input = Input::Transfer {
+            call: self.call,
+            target: target.to_string(),
+            reply,
+        };
+        if self.tx.send(input).await.is_err() {
+            return Err(TransferError::NoCall);
+        }
+        rx.await.unwrap_or(Err(TransferError::NoCall))
+    }
+}
+
+/// An answered call, handed to the application.
+pub struct AnsweredCall {
+    pub id: CallId,
+    /// The calling number (From user part) when there is one. PHI-adjacent: never log it.
+    pub caller: Option<String>,
+    pub edge: MediaEdge,
+    /// Resolves when the caller's ACK arrived and media flows both ways; an error means the call
+    /// ended before that.
+    pub confirmed: oneshot::Receiver<()>,
+    pub control: CallControl,
+}
+
+/// Takes each answered call; must return at once (spawn the call's work).
+pub trait CallHandler: Send + Sync + 'static {
+    fn handle(&self, call: AnsweredCall);
+}
+
+/// Plays a fixed greeting to every caller, then waits for them to hang up (or hangs up after
+/// `hangup_after`). What `serve` does when the speech pipeline is off.
+pub struct GreetingHandler {
+    pub greeting: Arc<Vec<i16>>,
+    pub hangup_after: Option<Duration>,
+}
+
+impl CallHandler for GreetingHandler {
+    fn handle(&self, call: AnsweredCall) {
+        tokio::spawn(greeting_flow(
+            call.edge,
+            self.greeting.clone(),
+            call.confirmed,
+            self.hangup_after,
+        ));
+    }
 }
 
 struct ActiveCall {
@@ -63,7 +138,53 @@ pub struct SipServer {
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     sip: SipConfig,
     media: MediaConfig,
-    greeting: Arc<Vec<i16>>,
+    handler: Arc<dyn CallHandler>,
+    tx: mpsc::Sender<Input>,
+    rx: Option<mpsc::Receiver<Input>>,
+}
+
+/// Why an outbound call did not get through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    #[error("call target is not a SIP URI with an IP address or resolvable host")]
+    BadTarget,
+    #[error("no RTP port free")]
+    NoPort,
+    #[error("too many calls")]
+    Busy,
+    /// The callee (or a proxy) answered this final status; 408: nobody answered.
+    #[error("the call failed ({0})")]
+    Failed(u16),
+    #[error("the SIP server is not running")]
+    Stopped,
+}
+
+/// Places calls through a running [`SipServer`] (callbacks). Cheap to clone.
+#[derive(Clone)]
+pub struct SipHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+impl SipHandle {
+    /// Calls `target` (`sip:user@host:port`, UDP) and waits for the answer: the call comes back
+    /// like an inbound one (media edge, control), already confirmed (our ACK is sent).
+    pub async fn dial(&self, target: &str) -> Result<AnsweredCall, DialError> {
+        let uri = message::Uri::parse(target).ok_or(DialError::BadTarget)?;
+        let port = uri.port.unwrap_or(5060);
+        let peer = tokio::net::lookup_host((uri.host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or(DialError::BadTarget)?;
+        let (reply, rx) = oneshot::channel();
+        let input = Input::Dial {
+            target: target.to_string(),
+            peer,
+            reply,
+        };
+        self.tx.send(input).await.map_err(|_| DialError::Stopped)?;
+        rx.await.unwrap_or(Err(DialError::Stopped))
+    }
 }
 
 impl SipServer {
@@ -112,14 +233,34 @@ impl SipServer {
         } else {
             media::load_wav_16k(&media.greeting_wav)?
         };
+        let handler = Arc::new(GreetingHandler {
+            greeting: Arc::new(greeting),
+            hangup_after: (media.hangup_after_greeting_secs > 0)
+                .then(|| Duration::from_secs(media.hangup_after_greeting_secs)),
+        });
+        let (tx, rx) = mpsc::channel::<Input>(4096);
         Ok(SipServer {
             udp,
             tcp,
             tls,
             sip,
             media,
-            greeting: Arc::new(greeting),
+            handler,
+            tx,
+            rx: Some(rx),
         })
+    }
+
+    /// A handle for placing calls once [`SipServer::run`] runs.
+    pub fn handle(&self) -> SipHandle {
+        SipHandle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Hands answered calls to `handler` instead of the greeting.
+    pub fn set_handler(&mut self, handler: Arc<dyn CallHandler>) {
+        self.handler = handler;
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -129,9 +270,14 @@ impl SipServer {
             .or_else(|| self.tcp.as_ref().and_then(|t| t.local_addr().ok()))
     }
 
-    /// Serves until `shutdown` resolves.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let (tx, mut rx) = mpsc::channel::<Input>(4096);
+    /// Serves until `shutdown` resolves, then drains: new INVITEs get 503 with Retry-After
+    /// (OPTIONS and the calls in progress are still served) until every call has ended or
+    /// `grace` has passed; calls left then are ended with BYE.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, grace: Duration) {
+        let tx = self.tx.clone();
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
         let bind_addr = self
             .local_addr()
             .unwrap_or(SocketAddr::new(self.sip.bind, self.sip.port));
@@ -142,7 +288,22 @@ impl SipServer {
             max_calls: self.sip.max_calls as usize,
             retry_after_secs: self.sip.retry_after_secs,
             user_agent: format!("carevoice/{}", env!("CARGO_PKG_VERSION")),
+            allow_from: self
+                .sip
+                .allow_from
+                .iter()
+                .filter_map(|s| super::acl::Cidr::parse(s))
+                .collect(),
+            inbound_auth: (!self.sip.auth_user.is_empty()).then(|| super::uas::InboundAuth {
+                realm: self.sip.auth_realm.clone(),
+                username: self.sip.auth_user.clone(),
+                password: self.sip.auth_password.expose().to_string(),
+            }),
         });
+        if let Some(config) = self.register_config(bind_addr, contact_ip).await {
+            tracing::info!(aor = %config.aor, registrar = %config.registrar, "registering");
+            endpoint.register(config, Instant::now());
+        }
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(udp) = self.udp.clone() {
             let tx = tx.clone();
@@ -202,16 +363,61 @@ impl SipServer {
         let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
         let mut calls: HashMap<CallId, ActiveCall> = HashMap::new();
         let mut next_rtp_port = self.media.rtp_port_min;
-        let mut ringing: HashMap<CallId, Negotiated> = HashMap::new();
+        let mut ringing: HashMap<CallId, (Option<String>, Negotiated)> = HashMap::new();
+        let mut dialing: HashMap<
+            CallId,
+            (UdpSocket, oneshot::Sender<Result<AnsweredCall, DialError>>),
+        > = HashMap::new();
+        let mut transfers: HashMap<CallId, oneshot::Sender<Result<(), TransferError>>> =
+            HashMap::new();
         tokio::pin!(shutdown);
+        // Set once `shutdown` resolved: when the drain ends (grace over).
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        // Set once the drain ended: BYEs are out; linger for their answers, then stop.
+        let mut stop_at: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(stop) = stop_at {
+                if tokio::time::Instant::now() >= stop
+                    || endpoint.live_calls().is_empty() && calls.is_empty() && dialing.is_empty()
+                {
+                    break;
+                }
+            } else if drain_until.is_some()
+                && endpoint.live_calls().is_empty()
+                && calls.is_empty()
+                && dialing.is_empty()
+            {
+                tracing::info!("drained: no calls left");
+                break;
+            }
             let deadline = endpoint
                 .next_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let deadline = [drain_until.filter(|_| stop_at.is_none()), stop_at]
+                .into_iter()
+                .flatten()
+                .fold(deadline, |a, b| a.min(b));
             tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep_until(deadline) => endpoint.on_timeout(Instant::now()),
+                _ = &mut shutdown, if drain_until.is_none() => {
+                    let live = endpoint.live_calls().len();
+                    tracing::info!(calls = live, grace_secs = grace.as_secs(), "SIP draining: refusing new calls");
+                    endpoint.start_draining();
+                    drain_until = Some(tokio::time::Instant::now() + grace);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    endpoint.on_timeout(now);
+                    if stop_at.is_none() && drain_until.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        let live = endpoint.live_calls();
+                        tracing::info!(calls = live.len(), "grace period over; hanging up");
+                        for call in live {
+                            endpoint.hangup(call, now);
+                        }
+                        // One BYE retransmission round (T1 = 500 ms) and its answer.
+                        stop_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    }
+                }
                 input = rx.recv() => {
                     let Some(input) = input else { break };
                     let now = Instant::now();
@@ -223,8 +429,43 @@ impl SipServer {
                         Input::TcpClosed { from } => { tcp_writers.remove(&from); }
                         Input::Hangup(call) => endpoint.hangup(call, now),
                         Input::Answer(call) => {
-                            if let Some(media) = ringing.remove(&call) {
-                                self.answer(call, media, &mut endpoint, &mut calls, &mut next_rtp_port, &tx).await;
+                            if let Some((caller, media)) = ringing.remove(&call) {
+                                self.answer(call, caller, media, &mut endpoint, &mut calls, &mut next_rtp_port, &tx).await;
+                            }
+                        }
+                        Input::Dial { target, peer, reply } => {
+                            match self.rtp_socket(&mut next_rtp_port).await {
+                                Err(_) => { let _ = reply.send(Err(DialError::NoPort)); }
+                                Ok(socket) => {
+                                    let mut local = socket.local_addr().unwrap_or(SocketAddr::new(self.media.bind, 0));
+                                    if local.ip().is_unspecified() {
+                                        local.set_ip(self.sip.contact_ip());
+                                    }
+                                    match endpoint.dial(&target, peer, Transport::Udp, local, now) {
+                                        Ok(call) => {
+                                            tracing::info!(call, "dialing out");
+                                            dialing.insert(call, (socket, reply));
+                                        }
+                                        Err(e) => {
+                                            let _ = reply.send(Err(match e {
+                                                super::uas::DialError::BadTarget => DialError::BadTarget,
+                                                super::uas::DialError::Busy => DialError::Busy,
+                                            }));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Input::Transfer { call, target, reply } => {
+                            match endpoint.transfer(call, &target, now) {
+                                Ok(()) => {
+                                    tracing::info!(call, "transfer: REFER sent");
+                                    transfers.insert(call, reply);
+                                }
+                                Err(e) => {
+                                    tracing::info!(call, error = %e, "transfer not started");
+                                    let _ = reply.send(Err(e));
+                                }
                             }
                         }
                     }
@@ -251,10 +492,16 @@ impl SipServer {
                     }
                 }
                 for event in events {
-                    if let Event::IncomingCall { call, media } = event {
+                    if let Event::IncomingCall {
+                        call,
+                        caller,
+                        media,
+                    } = event
+                    {
                         if self.sip.answer_after_ms == 0 {
                             self.answer(
                                 call,
+                                caller,
                                 media,
                                 &mut endpoint,
                                 &mut calls,
@@ -264,7 +511,7 @@ impl SipServer {
                             .await;
                         } else {
                             endpoint.ring(call);
-                            ringing.insert(call, media);
+                            ringing.insert(call, (caller, media));
                             let tx = tx.clone();
                             let delay = Duration::from_millis(self.sip.answer_after_ms);
                             tokio::spawn(async move {
@@ -274,8 +521,51 @@ impl SipServer {
                         }
                         continue;
                     }
-                    if let Event::CallEnded { call, .. } = &event {
+                    if let Event::TransferDone { call, result } = event {
+                        match &result {
+                            Ok(()) => tracing::info!(call, ok = true, "transfer done"),
+                            Err(e) => {
+                                tracing::info!(call, ok = false, error = %e, "transfer done")
+                            }
+                        }
+                        if let Some(reply) = transfers.remove(&call) {
+                            let _ = reply.send(result);
+                        }
+                        continue;
+                    }
+                    if let Event::OutboundAnswered { call, media } = event {
+                        if let Some((socket, reply)) = dialing.remove(&call) {
+                            tracing::info!(
+                                call,
+                                codec = media.codec.name(),
+                                "outbound call answered"
+                            );
+                            let (answered, active) =
+                                self.start_media(call, None, socket, media, &tx);
+                            let (confirmed_tx, confirmed) = oneshot::channel();
+                            let _ = confirmed_tx.send(());
+                            let answered = AnsweredCall {
+                                confirmed,
+                                ..answered
+                            };
+                            calls.insert(call, active);
+                            if reply.send(Ok(answered)).is_err() {
+                                // Nobody waits for this call any more.
+                                endpoint.hangup(call, Instant::now());
+                            }
+                        }
+                        continue;
+                    }
+                    if let Event::CallEnded { call, reason } = &event {
                         ringing.remove(call);
+                        transfers.remove(call);
+                        if let Some((_, reply)) = dialing.remove(call) {
+                            let code = match reason {
+                                super::uas::EndReason::Rejected(code) => *code,
+                                _ => 487,
+                            };
+                            let _ = reply.send(Err(DialError::Failed(code)));
+                        }
                     }
                     self.on_event(event, &mut calls).await;
                 }
@@ -288,9 +578,11 @@ impl SipServer {
         tracing::info!("SIP stopped");
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
         call: CallId,
+        caller: Option<String>,
         media: Negotiated,
         endpoint: &mut Endpoint,
         calls: &mut HashMap<CallId, ActiveCall>,
@@ -326,6 +618,20 @@ impl SipServer {
             "answering call"
         );
         endpoint.accept(call, local, Instant::now());
+        let (answered, active) = self.start_media(call, caller, socket, media, tx);
+        self.handler.handle(answered);
+        calls.insert(call, active);
+    }
+
+    /// Starts the media task of a call and makes the application's side of it.
+    fn start_media(
+        &self,
+        call: CallId,
+        caller: Option<String>,
+        socket: UdpSocket,
+        media: Negotiated,
+        tx: &mpsc::Sender<Input>,
+    ) -> (AnsweredCall, ActiveCall) {
         let (edge, peer) = media::edge(50, 5);
         let (updates_tx, updates_rx) = mpsc::channel(16);
         let (confirmed_tx, confirmed_rx) = oneshot::channel();
@@ -341,21 +647,30 @@ impl SipServer {
                 rtp_out = stats.rtp_out,
                 rtp_bad = stats.rtp_bad,
                 dtmf_digits = stats.dtmf_digits,
+                dtmf_sent = stats.dtmf_sent,
                 audio_dropped = stats.audio_dropped,
+                rtcp_in = stats.rtcp_in,
+                rtcp_out = stats.rtcp_out,
+                rtcp_bad = stats.rtcp_bad,
                 "call media ended"
             );
         });
-        let greeting = self.greeting.clone();
-        let hangup_after = (self.media.hangup_after_greeting_secs > 0)
-            .then(|| Duration::from_secs(self.media.hangup_after_greeting_secs));
-        tokio::spawn(greeting_flow(edge, greeting, confirmed_rx, hangup_after));
-        calls.insert(
-            call,
+        (
+            AnsweredCall {
+                id: call,
+                caller,
+                edge,
+                confirmed: confirmed_rx,
+                control: CallControl {
+                    call,
+                    tx: tx.clone(),
+                },
+            },
             ActiveCall {
                 updates: updates_tx,
                 confirmed: Some(confirmed_tx),
             },
-        );
+        )
     }
 
     async fn on_event(&self, event: Event, calls: &mut HashMap<CallId, ActiveCall>) {
@@ -385,11 +700,85 @@ impl SipServer {
                     let _ = c.updates.try_send(SessionUpdate::End);
                 }
             }
+            Event::TransferDone { .. } | Event::OutboundAnswered { .. } => {}
+            Event::AuthFailed => {
+                tracing::info!("SIP call with wrong digest credentials: challenged again");
+            }
+            Event::Forbidden { from } => {
+                tracing::info!(%from, "SIP request from a source not in sip.allow_from: 403");
+            }
+            Event::Registration(RegisterEvent::Registered { aor, expires }) => {
+                tracing::info!(%aor, expires, "registered");
+            }
+            Event::Registration(RegisterEvent::Failed {
+                aor,
+                code,
+                retry_in,
+            }) => {
+                tracing::warn!(
+                    %aor,
+                    code = code.unwrap_or(0),
+                    retry_in_secs = retry_in.as_secs(),
+                    "registration failed"
+                );
+            }
             Event::BadRequest { .. } => {
                 // The reason may quote header text: keep it out of the logs.
                 tracing::debug!("malformed SIP message refused");
             }
         }
+    }
+
+    /// The registration `sip.registrar` asks for (UDP), with the registrar's address resolved.
+    async fn register_config(
+        &self,
+        bind_addr: SocketAddr,
+        contact_ip: IpAddr,
+    ) -> Option<RegisterConfig> {
+        let sip = &self.sip;
+        if sip.registrar.is_empty() {
+            return None;
+        }
+        if self.udp.is_none() {
+            tracing::warn!("sip.registrar is set but UDP is off: not registering");
+            return None;
+        }
+        let uri = message::Uri::parse(&sip.registrar)?;
+        let host = message::host_for_print(&uri.host);
+        let port = uri.port.unwrap_or(5060);
+        let registrar = match tokio::net::lookup_host((uri.host.as_str(), port)).await {
+            Ok(mut addrs) => addrs.next()?,
+            Err(e) => {
+                tracing::warn!(registrar = %sip.registrar, error = %e, "cannot resolve sip.registrar");
+                return None;
+            }
+        };
+        let domain = if sip.register_domain.is_empty() {
+            host.clone()
+        } else {
+            sip.register_domain.clone()
+        };
+        let via_addr = SocketAddr::new(contact_ip, bind_addr.port());
+        Some(RegisterConfig {
+            registrar,
+            registrar_uri: match uri.port {
+                Some(p) => format!("sip:{host}:{p}"),
+                None => format!("sip:{host}"),
+            },
+            aor: format!("sip:{}@{domain}", sip.register_user),
+            username: sip.register_user.clone(),
+            password: sip.register_password.expose().to_string(),
+            expires: sip.register_expires,
+            via_addr,
+            contact: format!(
+                "sip:{}@{}:{};transport=udp",
+                sip.register_user,
+                message::host_for_print(&contact_ip.to_string()),
+                via_addr.port()
+            ),
+            transport: Transport::Udp,
+            user_agent: format!("carevoice/{}", env!("CARGO_PKG_VERSION")),
+        })
     }
 
     async fn rtp_socket(&self, next: &mut u16) -> Result<UdpSocket, MediaError> {

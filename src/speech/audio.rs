@@ -1,6 +1,7 @@
 //! Audio in and out of the engines: WAV files (any rate, mono or stereo, 8/16/24/32-bit PCM or
 //! float) to mono `f32`, resampling (rubato's FFT resampler), G.711 μ-law for telephone audio.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
@@ -169,6 +170,78 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
     Ok(out)
 }
 
+/// Cuts audio that arrives in pieces of any length (a sentence from the synthesizer) into frames of
+/// a fixed size (20 ms for RTP), keeping the remainder for the next piece. Sans-IO: the caller
+/// sends the frames.
+#[derive(Debug, Clone)]
+pub struct Framer {
+    frame: usize,
+    pending: Vec<f32>,
+}
+
+impl Framer {
+    /// Frames of `frame` samples (at least 1).
+    pub fn new(frame: usize) -> Framer {
+        let frame = frame.max(1);
+        Framer {
+            frame,
+            pending: Vec::with_capacity(frame),
+        }
+    }
+
+    /// Frames of `ms` milliseconds at `rate`, e.g. 20 ms at 8 kHz = 160 samples.
+    pub fn for_duration(rate: u32, ms: u32) -> Framer {
+        Framer::new((rate as u64 * ms as u64 / 1000) as usize)
+    }
+
+    pub fn frame_len(&self) -> usize {
+        self.frame
+    }
+
+    /// Samples waiting for a full frame.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds `samples` and calls `out` with every frame now complete; stops early (leaving the
+    /// rest unsent and dropped) when `out` breaks, e.g. on barge-in.
+    pub fn push(
+        &mut self,
+        mut samples: &[f32],
+        out: &mut impl FnMut(&[f32]) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        if !self.pending.is_empty() {
+            let take = (self.frame - self.pending.len()).min(samples.len());
+            self.pending.extend_from_slice(&samples[..take]);
+            samples = &samples[take..];
+            if self.pending.len() < self.frame {
+                return ControlFlow::Continue(());
+            }
+            let frame = std::mem::take(&mut self.pending);
+            let flow = out(&frame);
+            self.pending = frame;
+            self.pending.clear();
+            flow?;
+        }
+        let mut chunks = samples.chunks_exact(self.frame);
+        for frame in &mut chunks {
+            out(frame)?;
+        }
+        self.pending.extend_from_slice(chunks.remainder());
+        ControlFlow::Continue(())
+    }
+
+    /// The last partial frame, padded with silence; nothing when no samples wait.
+    pub fn finish(&mut self, out: &mut impl FnMut(&[f32]) -> ControlFlow<()>) -> ControlFlow<()> {
+        if self.pending.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        self.pending.resize(self.frame, 0.0);
+        let frame = std::mem::take(&mut self.pending);
+        out(&frame)
+    }
+}
+
 /// G.711 μ-law encode of one sample.
 pub fn mulaw_encode(sample: f32) -> u8 {
     const BIAS: i32 = 0x84;
@@ -221,6 +294,51 @@ mod tests {
         assert!((out.len() as i64 - 16000).abs() < 64, "{}", out.len());
         let peak = out.iter().fold(0f32, |m, s| m.max(s.abs()));
         assert!((0.4..0.6).contains(&peak), "{peak}");
+    }
+
+    #[test]
+    fn framer_cuts_pieces_into_fixed_frames_and_pads_the_last() {
+        let mut f = Framer::for_duration(8000, 20);
+        assert_eq!(f.frame_len(), 160);
+        let mut frames: Vec<Vec<f32>> = Vec::new();
+        let mut out = |fr: &[f32]| {
+            frames.push(fr.to_vec());
+            ControlFlow::Continue(())
+        };
+        // 100 + 300 + 50 samples: two full frames, 130 left, padded to one more.
+        let pieces = [vec![1.0; 100], vec![2.0; 300], vec![3.0; 50]];
+        for p in &pieces {
+            assert!(f.push(p, &mut out).is_continue());
+        }
+        assert_eq!(f.pending(), 130);
+        assert!(f.finish(&mut out).is_continue());
+        // Nothing waits any more: a second finish sends nothing.
+        assert!(f.finish(&mut out).is_continue());
+        assert_eq!(frames.len(), 3);
+        assert!(frames.iter().all(|fr| fr.len() == 160));
+        let flat: Vec<f32> = frames.concat();
+        let input: Vec<f32> = pieces.concat();
+        assert_eq!(&flat[..input.len()], &input[..]);
+        assert!(flat[input.len()..].iter().all(|s| *s == 0.0));
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn framer_stops_when_the_sink_breaks() {
+        let mut f = Framer::new(10);
+        let mut sent = 0;
+        let mut out = |_: &[f32]| {
+            sent += 1;
+            if sent == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        assert!(f.push(&[0.5; 5], &mut out).is_continue());
+        assert!(f.push(&[0.5; 100], &mut out).is_break());
+        assert_eq!(sent, 2);
+        assert!(Framer::new(0).frame_len() == 1);
     }
 
     #[test]

@@ -114,7 +114,11 @@ impl Engines {
             &voice_path,
             config.tts_threads as usize,
         )?);
-        let tts = Arc::new(tts::Tts::new(voice, config.tts_cache as usize, false));
+        let tts = Arc::new(tts::Tts::new(
+            voice,
+            config.tts_cache as usize,
+            config.date_order.day_first(),
+        ));
         let silero = match locate("speech.vad_model", &config.vad_model, models_dir) {
             Ok(path) => match vad::SileroModel::load(&runtime, &path) {
                 Ok(model) => Some(model),
@@ -158,5 +162,20 @@ impl Engines {
             None => Box::<vad::Energy>::default(),
         };
         vad::Vad::new(classifier, self.endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call shares the engines across tasks and runs synthesis on `spawn_blocking`.
+    #[test]
+    fn the_engines_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Engines>();
+        shared::<tts::Tts>();
+        shared::<asr::AsrService>();
+        shared::<asr::Whisper>();
     }
 }

@@ -194,11 +194,19 @@ pub fn normalize(text: &str, day_first: bool) -> String {
         let next = words.get(i + 1).copied();
         let spoken = if let Some(w) = word_for(core, day_first) {
             w
-        } else if let Some((h, m)) = core.split_once(':').and_then(|(h, m)| {
-            let h = number(h).filter(|h| *h <= 24)?;
-            let m = number(m).filter(|v| m.len() == 2 && *v < 60)?;
-            Some((h, m))
-        }) {
+        } else if let Some((h, m)) = core
+            .split_once(':')
+            // "3.30 pm": whisper's British spelling, taken as a time only before am/pm.
+            .or_else(|| {
+                next.and_then(|n| meridiem(split_punct(n).0))
+                    .and_then(|_| core.split_once('.'))
+            })
+            .and_then(|(h, m)| {
+                let h = number(h).filter(|h| *h <= 24)?;
+                let m = number(m).filter(|v| m.len() == 2 && *v < 60)?;
+                Some((h, m))
+            })
+        {
             // "3:30 PM"
             match next.and_then(|n| meridiem(split_punct(n).0).map(|m| (m, split_punct(n).1))) {
                 Some((mer, p)) if punct.is_empty() => {
@@ -381,6 +389,62 @@ pub fn sentences(text: &str) -> Vec<String> {
     out
 }
 
+/// A piece of speech to synthesize in one go, and whether it ends a sentence (a longer pause
+/// follows) or a clause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub text: String,
+    pub ends_sentence: bool,
+}
+
+/// Fewest words before and after a clause break for the first sentence to be split there.
+const MIN_HEAD_WORDS: usize = 3;
+const MIN_TAIL_WORDS: usize = 4;
+
+/// `text`'s sentences as pieces to synthesize, the first one split at its first clause break
+/// (", " or "; ") when there are enough words on both sides. The voice makes a
+/// piece in one go, so the first piece's synthesis time is how long the caller waits for the
+/// reply's first sound; a clause takes about half as long as its sentence, and the rest is made
+/// while the first clause plays.
+pub fn pieces(text: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
+    for (i, sentence) in sentences(text).into_iter().enumerate() {
+        if i == 0
+            && let Some((head, tail)) = clause_split(&sentence)
+        {
+            out.push(Piece {
+                text: head.to_string(),
+                ends_sentence: false,
+            });
+            out.push(Piece {
+                text: tail.to_string(),
+                ends_sentence: true,
+            });
+            continue;
+        }
+        out.push(Piece {
+            text: sentence,
+            ends_sentence: true,
+        });
+    }
+    out
+}
+
+/// The first clause break of `sentence` with enough words on both sides: (head with its comma,
+/// tail).
+fn clause_split(sentence: &str) -> Option<(&str, &str)> {
+    let words = |s: &str| s.split_whitespace().count();
+    if words(sentence) < MIN_HEAD_WORDS + MIN_TAIL_WORDS {
+        return None;
+    }
+    sentence
+        .match_indices([',', ';'])
+        .map(|(at, _)| at + 1)
+        .filter(|&end| sentence[end..].starts_with(' '))
+        .map(|end| (&sentence[..end], sentence[end..].trim_start()))
+        .find(|(head, tail)| words(head) >= MIN_HEAD_WORDS && words(tail) >= MIN_TAIL_WORDS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +485,11 @@ mod tests {
         );
         assert_eq!(normalize("1045 am.", false), normalize("10:45 am.", false));
         assert_ne!(normalize("1999 pm", false), normalize("19:99 pm", false));
+        assert_eq!(
+            normalize("at 3.30 pm.", false),
+            normalize("at 3:30 PM.", false)
+        );
+        assert_eq!(normalize("3.5 miles", false), "3.5 miles");
     }
 
     #[test]
@@ -447,5 +516,43 @@ mod tests {
             vec!["Hello there.", "Is 3.5 ok?", "Yes!"]
         );
         assert!(sentences("   ").is_empty());
+    }
+
+    #[test]
+    fn the_first_long_sentence_is_split_at_a_clause() {
+        let p = pieces(
+            "I can book you for Tuesday, November twenty fourth at three P M with Doctor Patel. \
+             Shall I book it, or would you like another time?",
+        );
+        let texts: Vec<_> = p
+            .iter()
+            .map(|p| (p.text.as_str(), p.ends_sentence))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("I can book you for Tuesday,", false),
+                (
+                    "November twenty fourth at three P M with Doctor Patel.",
+                    true
+                ),
+                ("Shall I book it, or would you like another time?", true),
+            ]
+        );
+        // Short sides stay whole: "Thank you, Anna." and a comma in the first words.
+        assert_eq!(pieces("Thank you, Anna. Next.").len(), 2);
+        assert_eq!(
+            pieces("I have Tuesday, December first at two P M with Doctor Alvarez.")[0].text,
+            "I have Tuesday,"
+        );
+        assert_eq!(
+            pieces("Yes, I can move your appointment to Friday morning.").len(),
+            1
+        );
+        assert_eq!(
+            pieces("Okay,then this one has no space after its comma.").len(),
+            1
+        );
+        assert!(pieces("").is_empty());
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -16,7 +17,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use serde::Deserialize;
 
-use super::audio::{self, AudioError};
+use super::audio::{self, AudioError, Framer};
 use super::onnx::{self, OnnxError};
 use super::text;
 
@@ -320,17 +321,68 @@ impl Tts {
         rate: u32,
         mut sink: impl FnMut(&[f32]),
     ) -> Result<usize, TtsError> {
+        self.stream_until(text, rate, |pcm| {
+            sink(pcm);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// Like `stream`, but `sink` can stop the synthesis (barge-in, hang-up): when it breaks, the
+    /// sentences not yet made are skipped. Returns the number of samples handed to `sink`.
+    pub fn stream_until(
+        &self,
+        text: &str,
+        rate: u32,
+        mut sink: impl FnMut(&[f32]) -> ControlFlow<()>,
+    ) -> Result<usize, TtsError> {
         let normalized = text::normalize(text, self.day_first);
         let mut total = 0;
-        for sentence in text::sentences(&normalized) {
-            let raw = self.voice.synthesize_sentence(&sentence)?;
+        for piece in text::pieces(&normalized) {
+            let raw = self.voice.synthesize_sentence(&piece.text)?;
             let mut pcm = audio::resample(&raw, self.voice.sample_rate(), rate)?;
-            // A short pause between sentences.
-            pcm.extend(std::iter::repeat_n(0.0, rate as usize / 8));
+            // A short pause between sentences, a shorter one after a clause.
+            let pause = if piece.ends_sentence {
+                rate / 8
+            } else {
+                rate / 20
+            };
+            pcm.extend(std::iter::repeat_n(0.0, pause as usize));
             total += pcm.len();
-            sink(&pcm);
+            if sink(&pcm).is_break() {
+                break;
+            }
         }
         Ok(total)
+    }
+
+    /// Synthesizes `text` at `rate` into frames of `frame_ms` (20 for RTP), handing each to
+    /// `frame` as soon as its sentence is made, so the first frame goes out while the next
+    /// sentence is synthesized; the last frame is padded with silence. Blocking: a call task runs
+    /// it on `tokio::task::spawn_blocking` and forwards the frames over a channel; `frame`
+    /// breaking (barge-in, channel closed) stops it. Returns the number of frames handed over.
+    pub fn stream_frames(
+        &self,
+        text: &str,
+        rate: u32,
+        frame_ms: u32,
+        mut frame: impl FnMut(&[f32]) -> ControlFlow<()>,
+    ) -> Result<usize, TtsError> {
+        let mut framer = Framer::for_duration(rate, frame_ms);
+        let mut sent = 0usize;
+        let mut out = |f: &[f32]| {
+            sent += 1;
+            frame(f)
+        };
+        let mut stopped = false;
+        self.stream_until(text, rate, |pcm| {
+            let flow = framer.push(pcm, &mut out);
+            stopped = flow.is_break();
+            flow
+        })?;
+        if !stopped {
+            let _ = framer.finish(&mut out);
+        }
+        Ok(sent)
     }
 
     /// The whole text at `rate`.
@@ -367,6 +419,15 @@ impl Tts {
             cache.map.insert(key, audio.clone());
         }
         Ok(audio)
+    }
+
+    /// Synthesizes the fixed prompts once at start-up, so the first call's greeting or "one
+    /// moment" plays from the cache without waiting for the voice.
+    pub fn prepare(&self, texts: &[&str], rate: u32) -> Result<(), TtsError> {
+        for text in texts {
+            self.cached(text, rate)?;
+        }
+        Ok(())
     }
 
     /// Prompts in the cache now.

@@ -4,8 +4,9 @@
 //! A `Classifier` scores fixed windows (Silero: 512 samples = 32 ms, through ONNX Runtime; the
 //! energy fallback uses the same windows); the `Endpointer` state machine turns scores into
 //! `SpeechStart`, `BargeIn` (speech lasting `barge_in_min_ms` while the agent is speaking, so
-//! coughs and "mm-hmm" don't cut the agent off) and `TurnEnd` (silence for `end_of_turn_ms`,
-//! which the dialog changes per step).
+//! coughs and "mm-hmm" don't cut the agent off), `Pause` (a short silence inside a turn: the
+//! call starts recognizing early, so the recognizer works while the endpointer still waits) and
+//! `TurnEnd` (silence for `end_of_turn_ms`, which the dialog changes per step).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,9 @@ pub enum VadEvent {
     SpeechStart { at_ms: u64 },
     /// The caller has spoken long enough over the agent to stop the agent's prompt.
     BargeIn { at_ms: u64 },
+    /// The caller has been silent for `pause_ms` in a turn that spans `start_ms` to `end_ms` so
+    /// far. A `TurnEnd` with the same span follows unless the caller speaks again first.
+    Pause { start_ms: u64, end_ms: u64 },
     /// The caller's turn ended: speech from `start_ms` to `end_ms`, then enough silence.
     TurnEnd { start_ms: u64, end_ms: u64 },
 }
@@ -44,6 +48,8 @@ pub enum VadEvent {
 pub struct EndpointParams {
     /// Silence that ends a turn.
     pub end_of_turn_ms: u64,
+    /// Silence inside a turn that is reported as a `Pause` (when shorter than `end_of_turn_ms`).
+    pub pause_ms: u64,
     /// Speech needed (while the agent speaks) for barge-in.
     pub barge_in_min_ms: u64,
     /// Speech needed before a start is reported (filters clicks).
@@ -56,12 +62,17 @@ impl Default for EndpointParams {
     fn default() -> Self {
         Self {
             end_of_turn_ms: 700,
+            pause_ms: PAUSE_MS,
             barge_in_min_ms: 300,
             min_speech_ms: 96,
             threshold: 0.5,
         }
     }
 }
+
+/// Default `pause_ms`: 8 windows, just past the 250 ms of audio a call keeps after a turn's last
+/// speech, so the audio recognized at the pause is the audio the turn ends with.
+pub const PAUSE_MS: u64 = 256;
 
 /// Scores one window of `WINDOW` samples: the probability that it is speech.
 pub trait Classifier: Send {
@@ -152,8 +163,19 @@ impl Endpointer {
                 out.push(VadEvent::BargeIn { at_ms: self.now_ms });
             }
         } else if self.start_ms.is_some() {
+            let was_silent_ms = self.silence_ms;
             if silence {
                 self.silence_ms += window_ms;
+            }
+            if self.started
+                && was_silent_ms < self.params.pause_ms
+                && self.silence_ms >= self.params.pause_ms
+                && self.params.pause_ms < self.params.end_of_turn_ms
+            {
+                out.push(VadEvent::Pause {
+                    start_ms: self.start_ms.unwrap_or(0),
+                    end_ms: self.last_speech_end_ms,
+                });
             }
             if !self.started && self.silence_ms >= self.params.min_speech_ms {
                 // A click or a cough too short to count: forget it.
@@ -356,11 +378,47 @@ mod tests {
             ev,
             vec![
                 VadEvent::SpeechStart { at_ms: 320 },
+                VadEvent::Pause {
+                    start_ms: 320,
+                    end_ms: 960
+                },
                 VadEvent::TurnEnd {
                     start_ms: 320,
                     end_ms: 960
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_pause_inside_a_turn_is_reported_once_per_silence() {
+        // Speech, a 400 ms pause, more speech, then the end: two pauses, one turn.
+        let p = probs(&[(0.9, 10), (0.0, 12), (0.9, 10), (0.0, 30)]);
+        let ev = run(&p, EndpointParams::default(), false);
+        let pauses: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                VadEvent::Pause { start_ms, end_ms } => Some((*start_ms, *end_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pauses, vec![(0, 320), (0, 1024)]);
+        assert_eq!(
+            ev.last(),
+            Some(&VadEvent::TurnEnd {
+                start_ms: 0,
+                end_ms: 1024
+            })
+        );
+        // No pause when the turn ends sooner than the pause would come.
+        let quick = EndpointParams {
+            end_of_turn_ms: 200,
+            ..Default::default()
+        };
+        assert!(
+            !run(&p, quick, false)
+                .iter()
+                .any(|e| matches!(e, VadEvent::Pause { .. }))
         );
     }
 

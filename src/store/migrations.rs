@@ -12,6 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0001_foundation.sql"),
     ),
     (2, "audit", include_str!("../../migrations/0002_audit.sql")),
+    (
+        3,
+        "escalations",
+        include_str!("../../migrations/0003_escalations.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -7,8 +7,11 @@
 
 pub mod browser;
 pub mod carevoice;
+pub mod clinic;
 pub mod fhir;
 pub mod oidc;
+pub mod patient;
+pub mod phone;
 pub mod postgres;
 pub mod sip;
 

@@ -174,9 +174,14 @@ pub struct BaresipCall {
     pub heard: Vec<PathBuf>,
 }
 
-/// baresip dials `uri`, plays `wav` (16-bit mono at 8 kHz for PCMU) as its microphone, records
-/// what it hears, and quits after `seconds`. `srtp` makes media encryption mandatory (SDES).
-pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path) -> BaresipCall {
+/// A baresip configuration in `dir`: `wav` as the microphone, what it hears recorded into the
+/// returned folder. `srtp` makes media encryption mandatory (SDES).
+pub struct BaresipConfig {
+    pub conf_dir: PathBuf,
+    pub heard_dir: PathBuf,
+}
+
+pub fn baresip_config(wav: &Path, srtp: bool, dir: &Path) -> BaresipConfig {
     let conf_dir = dir.join("baresip");
     let snd = dir.join("heard");
     std::fs::create_dir_all(&conf_dir).unwrap();
@@ -216,14 +221,15 @@ pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path)
         ),
     )
     .unwrap();
-    let out = Command::new(program("baresip"))
-        .arg("-f")
-        .arg(&conf_dir)
-        .args(["-t", &seconds.to_string(), "-e", &format!("/dial {uri}")])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run baresip");
-    let mut heard: Vec<PathBuf> = std::fs::read_dir(&snd)
+    BaresipConfig {
+        conf_dir,
+        heard_dir: snd,
+    }
+}
+
+/// The WAV files of what baresip heard (decoded audio from the far end), in `dir`.
+pub fn heard_files(dir: &Path) -> Vec<PathBuf> {
+    let mut heard: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
@@ -232,6 +238,24 @@ pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path)
         })
         .unwrap_or_default();
     heard.sort();
+    heard
+}
+
+/// baresip dials `uri`, plays `wav` (16-bit mono at 8 kHz for PCMU) as its microphone, records
+/// what it hears, and quits after `seconds`. `srtp` makes media encryption mandatory (SDES).
+pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path) -> BaresipCall {
+    let BaresipConfig {
+        conf_dir,
+        heard_dir,
+    } = baresip_config(wav, srtp, dir);
+    let out = Command::new(program("baresip"))
+        .arg("-f")
+        .arg(&conf_dir)
+        .args(["-t", &seconds.to_string(), "-e", &format!("/dial {uri}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run baresip");
+    let heard = heard_files(&heard_dir);
     BaresipCall {
         output: format!(
             "{}{}",
@@ -239,5 +263,109 @@ pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path)
             String::from_utf8_lossy(&out.stderr)
         ),
         heard,
+    }
+}
+
+/// sipp running a UAS scenario file for one call (`-m 1`): it exits 0 once the scenario
+/// completed, non-zero on an error or after `timeout`.
+pub struct SippScenarioUas {
+    pub port: u16,
+    child: ChildGuard,
+}
+
+impl SippScenarioUas {
+    pub fn start(scenario: &Path, timeout: Duration, dir: &Path) -> SippScenarioUas {
+        Self::start_with(scenario, timeout, dir, &[])
+    }
+
+    /// [`SippScenarioUas::start`] with more sipp arguments (`-rtp_echo` ...).
+    pub fn start_with(
+        scenario: &Path,
+        timeout: Duration,
+        dir: &Path,
+        extra: &[&str],
+    ) -> SippScenarioUas {
+        let port = free_port();
+        let media_port = free_port_range(4);
+        let mut cmd = Command::new(program("sipp"));
+        cmd.arg("-sf")
+            .arg(scenario)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout_error"])
+            .args(["-timeout", &format!("{}s", timeout.as_secs().max(1))])
+            .args(extra)
+            .current_dir(dir);
+        let mut child = ChildGuard::spawn("sipp uas scenario", cmd, &dir.join("sipp-staff.log"));
+        child.wait_ready(Duration::from_secs(10), || {
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+        });
+        SippScenarioUas { port, child }
+    }
+
+    /// Waits for sipp to finish: Some(true) when the scenario passed.
+    pub fn wait(&mut self, timeout: Duration) -> Option<bool> {
+        self.child.wait_exit(timeout).map(|s| s.success())
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.child.log_tail()
+    }
+}
+
+/// Kamailio as a registrar with digest auth (`algorithm`: "MD5" or "SHA-256", qop=auth) for one
+/// user, routing calls for registered users to their Contact.
+pub struct KamailioRegistrar {
+    pub port: u16,
+    child: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl KamailioRegistrar {
+    pub fn start(user: &str, password: &str, algorithm: &str) -> KamailioRegistrar {
+        let dir = tempfile::Builder::new()
+            .prefix("carevoice-kamailio-reg-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("kamailio.cfg");
+        std::fs::write(
+            &cfg,
+            render_template(
+                "kamailio-registrar.cfg",
+                &[
+                    ("PORT", port.to_string()),
+                    ("USER", user.to_string()),
+                    ("PASSWORD", password.to_string()),
+                    ("ALGORITHM", algorithm.to_string()),
+                ],
+            ),
+        )
+        .unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let mut cmd = Command::new(program("kamailio"));
+        cmd.arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-P"])
+            .arg(run_dir.join("kamailio.pid"))
+            .arg("-Y")
+            .arg(&run_dir);
+        let mut child = ChildGuard::spawn("kamailio", cmd, &dir.path().join("kamailio.log"));
+        child.wait_ready(Duration::from_secs(20), || tcp_open(port));
+        KamailioRegistrar {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Everything Kamailio logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.child.log).unwrap_or_default()
     }
 }

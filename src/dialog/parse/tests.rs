@@ -444,7 +444,7 @@ fn generated_relative_times() {
         ("friday", date(2026, 11, 27)),
         ("tomorrow", date(2026, 11, 24)),
     ];
-    let times: [(String, Time); 16] = [
+    let times: [(String, Time); 18] = [
         ("at 9".into(), t(9, 0)),
         ("at nine".into(), t(9, 0)),
         ("at 9 am".into(), t(9, 0)),
@@ -456,6 +456,8 @@ fn generated_relative_times() {
         ("at 1".into(), t(13, 0)),
         ("at one pm".into(), t(13, 0)),
         ("at 2:30".into(), t(14, 30)),
+        ("at 2.30 pm".into(), t(14, 30)),
+        ("at 10.15 a.m.".into(), t(10, 15)),
         ("at two thirty".into(), t(14, 30)),
         ("at three forty five".into(), t(15, 45)),
         ("at 4 p.m.".into(), t(16, 0)),

@@ -11,8 +11,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use self::transfer::TransferError;
 use super::SipError;
 use super::message::{self, Framing, Message, NameAddr, host_for_print};
+use super::register::{RegisterConfig, RegisterEvent, Registration};
 use crate::media::sdp::{self, Negotiated, Sdp};
 
 pub const T1: Duration = Duration::from_millis(500);
@@ -20,7 +22,7 @@ pub const T2: Duration = Duration::from_secs(4);
 /// 64 * T1: how long transactions wait for an ACK or a response, and linger after they end.
 pub const TIMEOUT: Duration = Duration::from_secs(32);
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -72,6 +74,9 @@ pub enum Event {
     /// A new call: answer it with [`Endpoint::accept`] or turn it down with [`Endpoint::reject`].
     IncomingCall {
         call: CallId,
+        /// The user part of the From URI (the calling number on a trunk), when there is one.
+        /// A phone number identifies a patient: never log it.
+        caller: Option<String>,
         /// What we will answer to the offer (codec, DTMF payload type, the caller's media address).
         media: Negotiated,
     },
@@ -93,6 +98,25 @@ pub enum Event {
         call: CallId,
         reason: EndReason,
     },
+    /// A transfer asked with [`Endpoint::transfer`] is over: Ok when the transferee reported
+    /// the target answered (we then hang up our leg), or why not.
+    TransferDone {
+        call: CallId,
+        result: Result<(), TransferError>,
+    },
+    /// An outbound call ([`Endpoint::dial`]) was answered; our ACK is sent and media may flow.
+    OutboundAnswered {
+        call: CallId,
+        media: Negotiated,
+    },
+    /// News of a registration started with [`Endpoint::register`].
+    Registration(RegisterEvent),
+    /// A new call whose digest credentials were wrong (challenged again).
+    AuthFailed,
+    /// A request from a source outside `allow_from`, refused with 403.
+    Forbidden {
+        from: SocketAddr,
+    },
     /// A request we refused as malformed (for metrics; the 400 is already queued).
     BadRequest {
         reason: String,
@@ -109,10 +133,38 @@ pub struct EndpointConfig {
     pub max_calls: usize,
     pub retry_after_secs: u32,
     pub user_agent: String,
+    /// Sources allowed to send requests (the trunk's or PBX's addresses); empty: anyone.
+    /// Others get 403 Forbidden.
+    pub allow_from: Vec<super::acl::Cidr>,
+    /// Digest credentials new calls must prove when they come from outside `allow_from` (or
+    /// from anywhere when `allow_from` is empty): a 401 challenge first.
+    pub inbound_auth: Option<InboundAuth>,
 }
+
+/// Credentials a peer must use to call us (digest, RFC 3261 22.4; MD5 or SHA-256).
+#[derive(Clone)]
+pub struct InboundAuth {
+    pub realm: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for InboundAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundAuth")
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a nonce we issued stays good, and how many may be outstanding.
+const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+const MAX_NONCES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Our INVITE is out, no final response yet (outbound calls).
+    Calling,
     /// INVITE received, waiting for the application.
     Proceeding,
     /// 200 OK sent, waiting for ACK.
@@ -158,6 +210,21 @@ struct Call {
     retransmit: Option<Retransmit>,
     /// When a terminated call is forgotten.
     purge_at: Option<Instant>,
+    /// A blind transfer (REFER) in progress.
+    transfer: Option<transfer::Pending>,
+    /// Set for calls we placed ([`Endpoint::dial`]).
+    uac: Option<UacState>,
+}
+
+/// What an outbound call keeps besides [`Call`].
+#[derive(Debug, Default)]
+struct UacState {
+    /// The callee's To (with its tag) from the 2xx: the To of our in-dialog requests.
+    remote: Option<String>,
+    /// Our ACK for the 2xx, resent when the 2xx is.
+    ack: Option<Vec<u8>>,
+    /// We hung up before the answer (CANCEL sent).
+    cancelled: bool,
 }
 
 /// A non-INVITE server transaction's response kept for retransmissions (Timer J).
@@ -166,21 +233,35 @@ struct Cached {
     expires: Instant,
 }
 
-/// Our BYE, retransmitted until a response (Timers E/F).
+/// What a client transaction of ours is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Bye,
+    /// The REFER of a transfer on this call.
+    Refer(CallId),
+}
+
+/// Our non-INVITE request (BYE, REFER), retransmitted until a response (Timers E/F).
 struct ClientTx {
     to: SocketAddr,
     transport: Transport,
     retransmit: Retransmit,
+    purpose: Purpose,
 }
 
 pub struct Endpoint {
     config: EndpointConfig,
+    /// Shutting down: new calls get 503 with Retry-After; calls in progress go on.
+    draining: bool,
     calls: HashMap<CallId, Call>,
     by_branch: HashMap<String, CallId>,
     by_dialog: HashMap<(String, String), CallId>,
     cached: HashMap<(String, String), Cached>,
     client: HashMap<String, ClientTx>,
     next_id: CallId,
+    registrations: Vec<Registration>,
+    /// Nonces we challenged with, and when each expires.
+    nonces: HashMap<String, Instant>,
     transmits: Vec<Transmit>,
     events: Vec<Event>,
 }
@@ -215,15 +296,33 @@ impl Endpoint {
     pub fn new(config: EndpointConfig) -> Endpoint {
         Endpoint {
             config,
+            draining: false,
             calls: HashMap::new(),
             by_branch: HashMap::new(),
             by_dialog: HashMap::new(),
             cached: HashMap::new(),
             client: HashMap::new(),
             next_id: 1,
+            registrations: Vec::new(),
+            nonces: HashMap::new(),
             transmits: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// Stops taking new calls (503 with Retry-After, like a full server); dialogs in progress,
+    /// OPTIONS and registrations are served as before.
+    pub fn start_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// The calls not yet ended, so a shell can hang them all up.
+    pub fn live_calls(&self) -> Vec<CallId> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| !matches!(c.state, State::Terminated | State::Rejected))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Calls not yet ended.
@@ -240,6 +339,27 @@ impl Endpoint {
             std::mem::take(&mut self.transmits),
             std::mem::take(&mut self.events),
         )
+    }
+
+    /// Starts registering with a registrar (first REGISTER at once), kept up until dropped.
+    pub fn register(&mut self, config: RegisterConfig, now: Instant) {
+        let mut r = Registration::new(config, now);
+        r.on_timeout(now);
+        self.registrations.push(r);
+        self.collect_registrations();
+    }
+
+    /// Whether every registration holds a binding now.
+    pub fn registered(&self) -> bool {
+        self.registrations.iter().all(|r| r.is_registered())
+    }
+
+    fn collect_registrations(&mut self) {
+        for r in &mut self.registrations {
+            let (t, e) = r.drain();
+            self.transmits.extend(t);
+            self.events.extend(e.into_iter().map(Event::Registration));
+        }
     }
 
     fn send(&mut self, to: SocketAddr, transport: Transport, bytes: Vec<u8>) {
@@ -299,11 +419,37 @@ impl Endpoint {
         now: Instant,
     ) {
         if msg.code().is_some() {
-            self.on_response(&msg);
+            self.on_response(&msg, now);
             return;
         }
         if let Err(e) = msg.check_request() {
             self.reply_bad(Some(msg), &e.to_string(), from, transport);
+            return;
+        }
+        let listed = super::acl::allowed(&self.config.allow_from, from.ip());
+        let must_auth =
+            self.config.inbound_auth.is_some() && (self.config.allow_from.is_empty() || !listed);
+        let known_branch = msg
+            .top_via()
+            .and_then(|v| v.branch().map(|b| self.by_branch.contains_key(b)))
+            .unwrap_or(false);
+        // New INVITEs only: retransmissions of an accepted one get their last response again.
+        if must_auth
+            && msg.method() == Some("INVITE")
+            && msg.to().is_some_and(|t| t.tag().is_none())
+            && !known_branch
+            && !self.authenticated(&msg, now)
+        {
+            self.challenge(&msg, from, transport, now);
+            return;
+        }
+        if !listed && !must_auth {
+            self.events.push(Event::Forbidden { from });
+            if msg.method() != Some("ACK") {
+                let mut r = msg.response(403, "Forbidden", Some(&random_token()));
+                self.finish(&mut r);
+                self.send(from, transport, r.to_bytes());
+            }
             return;
         }
         let method = msg.method().unwrap_or_default().to_string();
@@ -332,8 +478,8 @@ impl Endpoint {
                 self.respond_cached(r, branch, method, from, transport, now);
             }
             "INFO" => self.on_info(msg, branch, from, transport, now),
-            "REGISTER" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "MESSAGE" | "UPDATE" | "PRACK"
-            | "REFER" => {
+            "NOTIFY" => self.on_notify(msg, branch, from, transport, now),
+            "REGISTER" | "SUBSCRIBE" | "PUBLISH" | "MESSAGE" | "UPDATE" | "PRACK" | "REFER" => {
                 let mut r = msg.response(405, "Method Not Allowed", Some(&random_token()));
                 r.push("Allow", ALLOW);
                 self.respond_cached(r, branch, method, from, transport, now);
@@ -344,6 +490,57 @@ impl Endpoint {
                 self.respond_cached(r, branch, method, from, transport, now);
             }
         }
+    }
+
+    /// Whether a new INVITE carries valid credentials for a nonce we issued (each nonce once).
+    fn authenticated(&mut self, msg: &Message, now: Instant) -> bool {
+        let Some(auth) = self.config.inbound_auth.clone() else {
+            return true;
+        };
+        let ok = msg
+            .headers_named("Authorization")
+            .filter_map(super::digest::Credentials::parse)
+            .any(|c| {
+                c.username == auth.username
+                    && c.realm == auth.realm
+                    && self.nonces.get(&c.nonce).is_some_and(|&exp| now < exp)
+                    && c.check(&auth.password, "INVITE")
+                    && self.nonces.remove(&c.nonce).is_some()
+            });
+        if !ok && msg.header("Authorization").is_some() {
+            self.events.push(Event::AuthFailed);
+        }
+        ok
+    }
+
+    /// 401 with a fresh nonce, one challenge per algorithm (RFC 8760). MD5 comes first because
+    /// many UAs read only the first header; SHA-256-capable ones pick it from the second.
+    fn challenge(&mut self, msg: &Message, from: SocketAddr, transport: Transport, now: Instant) {
+        let Some(auth) = self.config.inbound_auth.clone() else {
+            return;
+        };
+        self.nonces.retain(|_, exp| now < *exp);
+        if self.nonces.len() >= MAX_NONCES {
+            let mut r = msg.response(503, "Service Unavailable", Some(&random_token()));
+            r.push("Retry-After", self.config.retry_after_secs.to_string());
+            self.finish(&mut r);
+            self.send(from, transport, r.to_bytes());
+            return;
+        }
+        let nonce = format!("{}{}", random_token(), random_token());
+        self.nonces.insert(nonce.clone(), now + NONCE_LIFETIME);
+        let mut r = msg.response(401, "Unauthorized", Some(&random_token()));
+        for alg in ["MD5", "SHA-256"] {
+            r.push(
+                "WWW-Authenticate",
+                format!(
+                    "Digest realm=\"{}\", nonce=\"{nonce}\", qop=\"auth\", algorithm={alg}",
+                    auth.realm
+                ),
+            );
+        }
+        self.finish(&mut r);
+        self.send(from, transport, r.to_bytes());
     }
 
     fn reply_bad(
@@ -456,7 +653,7 @@ impl Endpoint {
                 return;
             }
         };
-        if self.active_calls() >= self.config.max_calls {
+        if self.draining || self.active_calls() >= self.config.max_calls {
             let retry = self.config.retry_after_secs;
             self.reject_new(
                 &msg,
@@ -491,7 +688,15 @@ impl Endpoint {
         self.by_dialog
             .insert((call.call_id.clone(), call.local_tag.clone()), id);
         self.calls.insert(id, call);
-        self.events.push(Event::IncomingCall { call: id, media });
+        let caller = msg
+            .from()
+            .and_then(|f| message::Uri::parse(&f.uri))
+            .and_then(|u| u.user);
+        self.events.push(Event::IncomingCall {
+            call: id,
+            caller,
+            media,
+        });
     }
 
     fn new_call(
@@ -538,6 +743,8 @@ impl Endpoint {
             rung: false,
             retransmit: None,
             purge_at: None,
+            transfer: None,
+            uac: None,
         }
     }
 
@@ -566,6 +773,7 @@ impl Endpoint {
             remote_port: 0,
             direction: sdp::Direction::Inactive,
             ptime: 20,
+            rtcp_mux: false,
         };
         let mut call = self.new_call(
             msg,
@@ -825,6 +1033,16 @@ impl Endpoint {
                     c.state = State::Terminated;
                     c.retransmit = None;
                     c.purge_at = Some(now + TIMEOUT);
+                    // A transferee may hang up our leg itself once it took the REFER.
+                    let accepted = c.transfer.as_ref().is_some_and(|t| t.accepted);
+                    self.end_transfer(
+                        id,
+                        if accepted {
+                            Ok(())
+                        } else {
+                            Err(TransferError::NoCall)
+                        },
+                    );
                     self.events.push(Event::CallEnded {
                         call: id,
                         reason: EndReason::RemoteBye,
@@ -905,13 +1123,137 @@ impl Endpoint {
         self.respond_cached(r, branch, "INFO".into(), from, transport, now);
     }
 
-    fn on_response(&mut self, msg: &Message) {
-        // Responses to our BYE: any final response ends the client transaction.
-        if let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string))
-            && msg.code().is_some_and(|c| c >= 200)
+    fn on_response(&mut self, msg: &Message, now: Instant) {
+        let (Some(branch), Some(code)) = (
+            msg.top_via().and_then(|v| v.branch().map(str::to_string)),
+            msg.code(),
+        ) else {
+            return;
+        };
+        if let Some(id) = self.by_branch.get(&branch).copied()
+            && self.calls.get(&id).is_some_and(|c| c.uac.is_some())
         {
-            self.client.remove(&branch);
+            match msg.cseq().map(|c| c.1) {
+                Some("INVITE") => self.on_invite_response(id, msg, now),
+                Some("CANCEL") if code >= 200 => {
+                    self.client.remove(&format!("{branch}/cancel"));
+                }
+                _ => {}
+            }
+            return;
         }
+        if let Some(r) = self.registrations.iter_mut().find(|r| r.owns(&branch)) {
+            r.on_response(msg, now);
+            self.collect_registrations();
+            return;
+        }
+        let Some(tx) = self.client.get_mut(&branch) else {
+            return;
+        };
+        if code < 200 {
+            // Proceeding (RFC 3261 17.1.2.2): keep retransmitting, every T2.
+            tx.retransmit.interval = T2;
+            tx.retransmit.next = tx.retransmit.next.max(now + T2);
+            return;
+        }
+        let purpose = tx.purpose;
+        self.client.remove(&branch);
+        if let Purpose::Refer(call) = purpose {
+            self.on_refer_response(call, code, now);
+        }
+    }
+
+    /// Builds a request inside the dialog of `call` (RFC 3261 12.2.1.1): next local CSeq, From
+    /// and To from the INVITE swapped, remote target as Request-URI, route set as Route.
+    /// Returns the request and its branch.
+    fn dialog_request(&mut self, call: CallId, method: &str) -> Option<(Message, String)> {
+        let c = self.calls.get_mut(&call)?;
+        c.local_cseq = c.local_cseq.max(c.remote_cseq) + 1;
+        let cseq = c.local_cseq;
+        self.dialog_request_cseq(call, method, cseq)
+    }
+
+    /// [`Endpoint::dialog_request`] with a given CSeq number (an ACK reuses its INVITE's).
+    fn dialog_request_cseq(
+        &mut self,
+        call: CallId,
+        method: &str,
+        cseq: u32,
+    ) -> Option<(Message, String)> {
+        let transport = self.calls.get(&call)?.transport;
+        let via_addr = self.via_addr(transport);
+        let user_agent = self.config.user_agent.clone();
+        let c = self.calls.get(&call)?;
+        let branch = format!("z9hG4bK{}", random_token());
+        let mut req = Message::request(method, &c.remote_target);
+        req.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {}:{};branch={branch};rport",
+                c.transport.name(),
+                host_for_print(&via_addr.ip().to_string()),
+                via_addr.port()
+            ),
+        );
+        req.push("Max-Forwards", "70");
+        if let Some(uac) = &c.uac {
+            // We placed the call: our INVITE's From, the callee's To from its answer.
+            req.push(
+                "From",
+                c.invite.header("From").unwrap_or_default().to_string(),
+            );
+            req.push("To", uac.remote.clone().unwrap_or_default());
+        } else {
+            // From/To swap: our To (with our tag) is the From of our requests.
+            let mut local = c.invite.header("To").unwrap_or_default().to_string();
+            if NameAddr::parse(&local).is_some_and(|n| n.tag().is_none()) {
+                let _ = write!(local, ";tag={}", c.local_tag);
+            }
+            req.push("From", local);
+            req.push(
+                "To",
+                c.invite.header("From").unwrap_or_default().to_string(),
+            );
+        }
+        req.push("Call-ID", c.call_id.clone());
+        req.push("CSeq", format!("{cseq} {method}"));
+        for route in &c.route_set {
+            req.push("Route", route.clone());
+        }
+        req.push("User-Agent", user_agent);
+        Some((req, branch))
+    }
+
+    /// Starts a non-INVITE client transaction: sends `bytes` now and retransmits them on UDP
+    /// (Timer E) until a final response or Timer F.
+    fn start_client(
+        &mut self,
+        branch: String,
+        to: SocketAddr,
+        transport: Transport,
+        bytes: Vec<u8>,
+        purpose: Purpose,
+        now: Instant,
+    ) {
+        self.client.insert(
+            branch,
+            ClientTx {
+                to,
+                transport,
+                retransmit: Retransmit {
+                    bytes: bytes.clone(),
+                    next: if transport.reliable() {
+                        now + TIMEOUT
+                    } else {
+                        now + T1
+                    },
+                    interval: T1,
+                    deadline: now + TIMEOUT,
+                },
+                purpose,
+            },
+        );
+        self.send(to, transport, bytes);
     }
 
     /// Hangs up: BYE for an answered call, 480 for one still ringing.
@@ -924,70 +1266,26 @@ impl Endpoint {
                 self.reject(call, 480, "Temporarily Unavailable", None, now);
                 return;
             }
+            State::Calling => {
+                self.cancel_outbound(call, now);
+                return;
+            }
             State::Answered | State::Confirmed => {}
             State::Rejected | State::Terminated => return,
         }
-        let user_agent = self.config.user_agent.clone();
-        let via_addr = self.via_addr(
-            self.calls
-                .get(&call)
-                .map_or(Transport::Udp, |c| c.transport),
-        );
+        let Some((bye, branch)) = self.dialog_request(call, "BYE") else {
+            return;
+        };
+        let bytes = bye.to_bytes();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        c.local_cseq = c.local_cseq.max(c.remote_cseq) + 1;
-        let branch = format!("z9hG4bK{}", random_token());
-        let mut bye = Message::request("BYE", &c.remote_target);
-        bye.push(
-            "Via",
-            format!(
-                "SIP/2.0/{} {}:{};branch={branch};rport",
-                c.transport.name(),
-                host_for_print(&via_addr.ip().to_string()),
-                via_addr.port()
-            ),
-        );
-        bye.push("Max-Forwards", "70");
-        // From/To swap: our To (with our tag) is the From of our requests.
-        let mut local = c.invite.header("To").unwrap_or_default().to_string();
-        if NameAddr::parse(&local).is_some_and(|n| n.tag().is_none()) {
-            let _ = write!(local, ";tag={}", c.local_tag);
-        }
-        bye.push("From", local);
-        bye.push(
-            "To",
-            c.invite.header("From").unwrap_or_default().to_string(),
-        );
-        bye.push("Call-ID", c.call_id.clone());
-        bye.push("CSeq", format!("{} BYE", c.local_cseq));
-        for route in &c.route_set {
-            bye.push("Route", route.clone());
-        }
-        bye.push("User-Agent", user_agent);
-        let bytes = bye.to_bytes();
         c.state = State::Terminated;
         c.retransmit = None;
         c.purge_at = Some(now + TIMEOUT);
         let (peer, transport) = (c.peer, c.transport);
-        self.client.insert(
-            branch,
-            ClientTx {
-                to: peer,
-                transport,
-                retransmit: Retransmit {
-                    bytes: bytes.clone(),
-                    next: if transport.reliable() {
-                        now + TIMEOUT
-                    } else {
-                        now + T1
-                    },
-                    interval: T1,
-                    deadline: now + TIMEOUT,
-                },
-            },
-        );
-        self.send(peer, transport, bytes);
+        self.start_client(branch, peer, transport, bytes, Purpose::Bye, now);
+        self.end_transfer(call, Err(TransferError::NoCall));
         self.events.push(Event::CallEnded {
             call,
             reason: EndReason::LocalBye,
@@ -1007,19 +1305,37 @@ impl Endpoint {
             .values()
             .map(|t| Some(t.retransmit.next.min(t.retransmit.deadline)));
         let cached = self.cached.values().map(|c| Some(c.expires));
-        calls.chain(client).chain(cached).flatten().min()
+        let transfers = self
+            .calls
+            .values()
+            .map(|c| c.transfer.as_ref().map(|t| t.deadline));
+        let registrations = self.registrations.iter().map(|r| r.next_timeout());
+        calls
+            .chain(client)
+            .chain(cached)
+            .chain(transfers)
+            .chain(registrations)
+            .flatten()
+            .min()
     }
 
     /// Runs the timers due at `now`: retransmissions, ACK timeouts, cleanup.
     pub fn on_timeout(&mut self, now: Instant) {
         let mut sends = Vec::new();
         let mut timed_out = Vec::new();
+        let mut unanswered = Vec::new();
         for (id, c) in self.calls.iter_mut() {
             if let Some(r) = c.retransmit.as_mut() {
                 if now >= r.deadline {
                     c.retransmit = None;
                     match c.state {
                         State::Answered => timed_out.push(*id),
+                        State::Calling => {
+                            // Timer B, or nobody answered while it rang.
+                            c.state = State::Terminated;
+                            c.purge_at = Some(now + TIMEOUT);
+                            unanswered.push(*id);
+                        }
                         State::Confirmed => c.reinvite_branch = None,
                         _ => {
                             c.state = State::Terminated;
@@ -1041,10 +1357,34 @@ impl Endpoint {
                 r.next = now + r.interval;
             }
         }
+        // Timer F: a REFER nobody answered fails the transfer.
+        let refer_timeouts: Vec<CallId> = self
+            .client
+            .values()
+            .filter(|t| now >= t.retransmit.deadline)
+            .filter_map(|t| match t.purpose {
+                Purpose::Refer(call) => Some(call),
+                Purpose::Bye => None,
+            })
+            .collect();
         self.client.retain(|_, t| now < t.retransmit.deadline);
+        for call in refer_timeouts {
+            self.end_transfer(call, Err(TransferError::Timeout));
+        }
+        self.transfer_timeouts(now);
+        for r in &mut self.registrations {
+            r.on_timeout(now);
+        }
+        self.collect_registrations();
         self.cached.retain(|_, c| now < c.expires);
         for (to, transport, bytes) in sends {
             self.send(to, transport, bytes);
+        }
+        for call in unanswered {
+            self.events.push(Event::CallEnded {
+                call,
+                reason: EndReason::Rejected(408),
+            });
         }
         for id in timed_out {
             // No ACK for our 200 (RFC 3261 13.3.1.4): confirm and end the dialog with BYE.
@@ -1076,3 +1416,7 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+mod transfer;
+mod uac;
+
+pub use self::uac::DialError;
