@@ -21,9 +21,12 @@ run: build
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --lib --features llm -- -D warnings
 
 test: setup lint
 	cargo test --workspace --all-targets --no-fail-fast
+	# the understanding model (candle) on the real weights; opt-in in the build, see Cargo.toml
+	cargo test --lib --features llm dialog::llm
 
 bench: setup
-	cargo bench
+	cargo bench --features llm

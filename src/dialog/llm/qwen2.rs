@@ -1,15 +1,69 @@
 //! Quantized Qwen2 for the understanding model: candle-transformers 0.11.1's `quantized_qwen2`
 //! (MIT OR Apache-2.0, Copyright the candle authors) with one change: the KV cache can be cut back
 //! to a length ([`ModelWeights::truncate_cache`]), so the fixed prompt prefix is computed once and
-//! reused by every turn. Upstream keeps the cache private and only appends to it.
+//! reused by every turn. Upstream keeps the cache private and only appends to it. The three
+//! small helpers it took from candle-transformers (`RmsNorm`, `repeat_kv`, `build_causal_mask`)
+//! are copied below, so the build does not compile that crate's hundred other models.
 
 use candle_core::{
     DType, Device, IndexOp, Result, Tensor,
     quantized::{QMatMul, gguf_file},
 };
 use candle_nn::{Embedding, Module};
-use candle_transformers::{quantized_nn::RmsNorm, utils::repeat_kv};
 use std::collections::HashMap;
+
+/// A layer's weights for matmul. On the CPU they are dequantized to f32 at load: the 0.5B
+/// model's 896-wide layers are not a multiple of 256, so its GGUF holds Q5_0/Q8_0 blocks whose
+/// candle kernels are SIMD only when built with `target-cpu=native`, and scalar they take seconds
+/// a turn; f32 goes through `gemm`, which picks AVX2/AVX-512 at run time (measured: prefix 77 s
+/// -> 10 s, a turn 3-5 s -> 0.7-1 s, debug build). The cost is memory: about 2 GB instead of
+/// 0.5. On a GPU the quantized kernels are fast, so they stay quantized there.
+fn weights(q: candle_core::quantized::QTensor) -> Result<QMatMul> {
+    if q.device().is_cpu() {
+        Ok(QMatMul::Tensor(q.dequantize(&q.device())?))
+    } else {
+        QMatMul::from_qtensor(q)
+    }
+}
+
+/// candle-transformers' `quantized_nn::RmsNorm`: the weight dequantized once at load.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn from_qtensor(weight: candle_core::quantized::QTensor, eps: f64) -> Result<Self> {
+        let weight = weight.dequantize(&weight.device())?;
+        Ok(Self { weight, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)
+    }
+}
+
+/// candle-transformers' `utils::repeat_kv`: grouped-query heads repeated (cat, not broadcast,
+/// which avoids a strided copy).
+fn repeat_kv(xs: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(xs);
+    }
+    let (b_sz, n_kv_head, seq_len, head_dim) = xs.dims4()?;
+    Tensor::cat(&vec![&xs; n_rep], 2)?.reshape((b_sz, n_kv_head * n_rep, seq_len, head_dim))
+}
+
+/// candle-transformers' `utils::build_causal_mask`: 1 where a position may not look.
+fn build_causal_mask(seq_len: usize, index_pos: usize, device: &Device) -> Result<Tensor> {
+    let kv_len = index_pos + seq_len;
+    let mask: Vec<u8> = (0..seq_len)
+        .flat_map(|i| (0..kv_len).map(move |j| u8::from(j > index_pos + i)))
+        .collect();
+    Tensor::from_slice(&mask, (seq_len, kv_len), device)
+}
 
 #[derive(Debug, Clone)]
 struct Mlp {
@@ -199,11 +253,10 @@ impl ModelWeights {
             rms_norm_eps,
         )?;
         let output = match ct.tensor(reader, "output.weight", device) {
-            Ok(v) => QMatMul::from_qtensor(v)?,
-            _ => {
-                // use tie_word_embeddings
-                QMatMul::from_qtensor(ct.tensor(reader, "token_embd.weight", device)?)?
-            }
+            Ok(v) => weights(v)?,
+            // tied embeddings: on the CPU the table is already dequantized, share it
+            _ if device.is_cpu() => QMatMul::Tensor(tok_embeddings.clone()),
+            _ => weights(ct.tensor(reader, "token_embd.weight", device)?)?,
         };
 
         let (cos, sin) = precomput_freqs_cis(head_dim, rope_freq_base, context_length, device)?;
@@ -231,9 +284,9 @@ impl ModelWeights {
                 let feed_forward_w3 =
                     ct.tensor(reader, &format!("{prefix}.ffn_up.weight"), device)?;
                 Mlp {
-                    feed_forward_w1: QMatMul::from_qtensor(feed_forward_w1)?,
-                    feed_forward_w2: QMatMul::from_qtensor(feed_forward_w2)?,
-                    feed_forward_w3: QMatMul::from_qtensor(feed_forward_w3)?,
+                    feed_forward_w1: weights(feed_forward_w1)?,
+                    feed_forward_w2: weights(feed_forward_w2)?,
+                    feed_forward_w3: weights(feed_forward_w3)?,
                 }
             };
 
@@ -246,13 +299,13 @@ impl ModelWeights {
             let span_mlp = tracing::span!(tracing::Level::TRACE, "attn-mlp");
 
             layers.push(LayerWeights {
-                attention_wq: QMatMul::from_qtensor(attention_wq)?,
-                attention_wk: QMatMul::from_qtensor(attention_wk)?,
-                attention_wv: QMatMul::from_qtensor(attention_wv)?,
+                attention_wq: weights(attention_wq)?,
+                attention_wk: weights(attention_wk)?,
+                attention_wv: weights(attention_wv)?,
                 attention_bq: attention_bq.dequantize(device)?,
                 attention_bk: attention_bk.dequantize(device)?,
                 attention_bv: attention_bv.dequantize(device)?,
-                attention_wo: QMatMul::from_qtensor(attention_wo)?,
+                attention_wo: weights(attention_wo)?,
                 attention_norm: RmsNorm::from_qtensor(attention_norm, rms_norm_eps)?,
                 cos: cos.clone(),
                 sin: sin.clone(),
@@ -288,7 +341,7 @@ impl ModelWeights {
         if let Some(mask) = self.masks.get(&(seq_len, kv_len)) {
             Ok(mask.clone())
         } else {
-            let mask = candle_transformers::utils::build_causal_mask(seq_len, index_pos, device)?;
+            let mask = build_causal_mask(seq_len, index_pos, device)?;
             self.masks.insert((seq_len, kv_len), mask.clone());
             Ok(mask)
         }
