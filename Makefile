@@ -21,12 +21,14 @@ run: build
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --lib --features llm -- -D warnings
+	cargo clippy --lib --tests --features llm -- -D warnings
 
 test: setup lint
 	cargo test --workspace --all-targets --no-fail-fast
-	# the understanding model (candle) on the real weights; opt-in in the build, see Cargo.toml
-	cargo test --lib --features llm dialog::llm
+	# The dialog's unit tests again with the understanding model (candle) on the real weights:
+	# its own tests, and every golden conversation and adversarial script through it. (Not the
+	# gibberish test: the model labels "asdf qwerty" as a request; see src/dialog/llm.rs.)
+	cargo test --lib --features llm -- dialog::llm dialog::engine::tests::golden dialog::engine::tests::adversarial dialog::engine::tests::failed_attempts dialog::engine::tests::identity_switch
 
 bench: setup
 	cargo bench --features llm

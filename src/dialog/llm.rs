@@ -245,7 +245,7 @@ impl HybridNlu {
 impl Nlu for HybridNlu {
     fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding {
         match self.keyword.understand(text, allowed) {
-            Understanding::Unknown => {}
+            Understanding::Unknown if model_may_decide(allowed) => {}
             decided => return decided,
         }
         meaning(self.llm.classify(text, allowed), allowed)
@@ -272,7 +272,7 @@ impl SharedHybridNlu {
 impl Nlu for SharedHybridNlu {
     fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding {
         match self.keyword.understand(text, allowed) {
-            Understanding::Unknown => {}
+            Understanding::Unknown if model_may_decide(allowed) => {}
             decided => return decided,
         }
         let label = self
@@ -282,6 +282,20 @@ impl Nlu for SharedHybridNlu {
             .classify(text, allowed);
         meaning(label, allowed)
     }
+}
+
+/// Whether the step asks the caller for a request or an answer (what can I help with, shall I
+/// book it): only there is an undecided turn the model's to label. A step collecting a name or a
+/// date of birth also allows "a person" and "someone else" (a caller may ask for either
+/// anywhere); the model, asked to label "John Smith" among those, picks one, and the call would
+/// go to staff instead of on to the date of birth. The slot parsers decide those turns.
+fn model_may_decide(allowed: &[&str]) -> bool {
+    allowed.iter().any(|a| {
+        matches!(
+            *a,
+            "book" | "cancel" | "reschedule" | "appointments" | "message" | "yes" | "no"
+        )
+    })
 }
 
 fn meaning(label: Result<&'static str, LlmError>, allowed: &[&'static str]) -> Understanding {
@@ -295,35 +309,38 @@ fn meaning(label: Result<&'static str, LlmError>, allowed: &[&'static str]) -> U
     }
 }
 
+/// The installed model (`carevoice models install` puts it there), for tests; panics with the
+/// fix.
+#[cfg(test)]
+pub(crate) fn load_installed() -> LlmNlu {
+    let t = std::time::Instant::now();
+    let llm = load_installed_untimed();
+    println!("model loaded and prefix computed in {:?}", t.elapsed());
+    llm
+}
+
+#[cfg(test)]
+fn load_installed_untimed() -> LlmNlu {
+    use crate::config::Config;
+    use crate::models::Manifest;
+    let dir = Config::default().models.resolved_dir();
+    let manifest = Manifest::embedded().expect("manifest");
+    let path = |name: &str| {
+        manifest
+            .models
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} not in the manifest"))
+            .require(&dir)
+            .unwrap_or_else(|e| panic!("{e}; run `carevoice models install`"))
+    };
+    LlmNlu::load(&path("qwen2.5-coder-0.5b"), &path("qwen2.5-tokenizer"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::models::Manifest;
-
-    /// The installed model (`carevoice models install` puts it there); panics with the fix.
-    pub(crate) fn load_installed() -> LlmNlu {
-        let t = std::time::Instant::now();
-        let llm = load_installed_untimed();
-        println!("model loaded and prefix computed in {:?}", t.elapsed());
-        llm
-    }
-
-    fn load_installed_untimed() -> LlmNlu {
-        let dir = Config::default().models.resolved_dir();
-        let manifest = Manifest::embedded().expect("manifest");
-        let path = |name: &str| {
-            manifest
-                .models
-                .iter()
-                .find(|m| m.name == name)
-                .unwrap_or_else(|| panic!("{name} not in the manifest"))
-                .require(&dir)
-                .unwrap_or_else(|e| panic!("{e}; run `carevoice models install`"))
-        };
-        LlmNlu::load(&path("qwen2.5-coder-0.5b"), &path("qwen2.5-tokenizer"))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
 
     #[test]
     fn real_model_output_is_constrained_to_the_allowed_labels() {

@@ -8,7 +8,6 @@ use std::path::Path;
 use jiff::civil::{DateTime, date};
 
 use super::*;
-use crate::dialog::nlu::KeywordNlu;
 use crate::dialog::phi::Phi;
 
 pub(crate) struct Seed {
@@ -248,13 +247,23 @@ fn engine() -> Engine {
         timezone: TZ.into(),
         ..ClinicConfig::default()
     };
-    Engine::new(
-        flow(),
-        clinic,
-        DialogConfig::default(),
-        Box::new(KeywordNlu),
-        None,
-    )
+    Engine::new(flow(), clinic, DialogConfig::default(), nlu(), None)
+}
+
+/// Keyword rules; built with `llm`, keyword rules + the real model (loaded once for all the
+/// tests), so every golden conversation and adversarial script also runs on the model.
+#[cfg(not(feature = "llm"))]
+fn nlu() -> Box<dyn crate::dialog::nlu::Nlu> {
+    Box::new(crate::dialog::nlu::KeywordNlu)
+}
+
+#[cfg(feature = "llm")]
+fn nlu() -> Box<dyn crate::dialog::nlu::Nlu> {
+    use crate::dialog::llm::{LlmNlu, SharedHybridNlu};
+    use std::sync::{Mutex, OnceLock};
+    static MODEL: OnceLock<Arc<Mutex<LlmNlu>>> = OnceLock::new();
+    let model = MODEL.get_or_init(|| Arc::new(Mutex::new(crate::dialog::llm::load_installed())));
+    Box::new(SharedHybridNlu::new(model.clone()))
 }
 
 #[derive(Debug)]
