@@ -15,7 +15,10 @@ use carevoice::media::CallerEvent;
 use carevoice::sip::transport::{AnsweredCall, CallHandler, SipHandle, SipServer, TransferError};
 
 use support::carevoice::Server;
-use support::sip::{Kamailio, KamailioRegistrar, SippScenarioUas, SippUas, baresip_call, sipp_uac};
+use support::sip::{
+    Kamailio, KamailioRegistrar, SippScenarioUas, SippUas, baresip_call, baresip_call_with,
+    sipp_uac,
+};
 use support::{free_port_range, program, render_template, run_ok, speak_wav};
 
 const GREETING: &str = "Thank you for calling the clinic. How can we help you today?";
@@ -420,6 +423,54 @@ fn baresip_hears_the_greeting() {
     assert!(ended[0]["rtcp_in"].as_u64().unwrap() >= 1, "{ended:?}");
     assert!(ended[0]["rtcp_out"].as_u64().unwrap() >= 1, "{ended:?}");
     assert_eq!(ended[0]["rtcp_bad"].as_u64(), Some(0), "{ended:?}");
+}
+
+/// A softphone that offers Opus only (baresip's opus module, 48 kHz stereo by default) gets an
+/// Opus answer and hears the greeting; its Opus reaches us and decodes without an error.
+#[test]
+fn baresip_opus_only_hears_the_greeting() {
+    let t = serve("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let mono = dir.path().join("mic-mono.wav");
+    speak_wav("Hello, this is a patient calling.", 48000, 8.0, &mono);
+    // baresip's aufile wants the codec's channels: Opus is 48000/2.
+    let mic = dir.path().join("mic.wav");
+    run_ok(
+        "sox",
+        Command::new(program("sox"))
+            .arg(&mono)
+            .args(["-c", "2"])
+            .arg(&mic),
+    );
+    let call = baresip_call_with(
+        &format!("sip:clinic@{}", t.sip),
+        &mic,
+        10,
+        false,
+        "opus/48000/2",
+        dir.path(),
+    );
+    assert!(
+        !call.heard.is_empty(),
+        "baresip recorded nothing:\n{}\n--- carevoice ---\n{}",
+        call.output,
+        t.log()
+    );
+    let answering = t.events("answering call");
+    assert_eq!(answering[0]["codec"], "opus", "{answering:?}");
+    let (heard_voiced, heard_peak) = voiced_seconds(&call.heard[0]);
+    let (greeting_voiced, _) = voiced_seconds(&t.greeting);
+    let ratio = heard_voiced / greeting_voiced;
+    assert!(
+        heard_peak > 0.05 && (0.6..=1.6).contains(&ratio),
+        "heard {heard_voiced:.2}s (peak {heard_peak}), greeting {greeting_voiced:.2}s\n{}\n{}",
+        call.output,
+        t.log()
+    );
+    let ended = t.wait_events("call media ended", 1);
+    assert!(ended[0]["rtp_in"].as_u64().unwrap() > 100, "{ended:?}");
+    assert_eq!(ended[0]["rtp_bad"].as_u64(), Some(0), "{ended:?}");
+    assert_eq!(ended[0]["codec_errors"].as_u64(), Some(0), "{ended:?}");
 }
 
 #[test]

@@ -181,7 +181,14 @@ pub struct BaresipConfig {
     pub heard_dir: PathBuf,
 }
 
+/// [`baresip_config_with`] offering PCMU only.
 pub fn baresip_config(wav: &Path, srtp: bool, dir: &Path) -> BaresipConfig {
+    baresip_config_with(wav, srtp, "PCMU", dir)
+}
+
+/// A baresip configuration whose offer holds `codecs` only (baresip's `audio_codecs`, e.g.
+/// `PCMU` or `opus/48000/2`).
+pub fn baresip_config_with(wav: &Path, srtp: bool, codecs: &str, dir: &Path) -> BaresipConfig {
     let conf_dir = dir.join("baresip");
     let snd = dir.join("heard");
     std::fs::create_dir_all(&conf_dir).unwrap();
@@ -216,7 +223,7 @@ pub fn baresip_config(wav: &Path, srtp: bool, dir: &Path) -> BaresipConfig {
     std::fs::write(
         conf_dir.join("accounts"),
         format!(
-            "<sip:caller@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU{}\n",
+            "<sip:caller@127.0.0.1:{sip_port}>;regint=0;audio_codecs={codecs}{}\n",
             if srtp { ";mediaenc=srtp-mand" } else { "" }
         ),
     )
@@ -244,10 +251,23 @@ pub fn heard_files(dir: &Path) -> Vec<PathBuf> {
 /// baresip dials `uri`, plays `wav` (16-bit mono at 8 kHz for PCMU) as its microphone, records
 /// what it hears, and quits after `seconds`. `srtp` makes media encryption mandatory (SDES).
 pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path) -> BaresipCall {
+    baresip_call_with(uri, wav, seconds, srtp, "PCMU", dir)
+}
+
+/// [`baresip_call`] offering `codecs` only (baresip's names with rate and channels where they
+/// are not 8000/1: `opus/48000/2`, with `wav` at 48 kHz stereo).
+pub fn baresip_call_with(
+    uri: &str,
+    wav: &Path,
+    seconds: u32,
+    srtp: bool,
+    codecs: &str,
+    dir: &Path,
+) -> BaresipCall {
     let BaresipConfig {
         conf_dir,
         heard_dir,
-    } = baresip_config(wav, srtp, dir);
+    } = baresip_config_with(wav, srtp, codecs, dir);
     let out = Command::new(program("baresip"))
         .arg("-f")
         .arg(&conf_dir)
