@@ -6,6 +6,14 @@
 //! input as wideband, so no resampler sits on the Opus path. The RTP clock of Opus is always
 //! 48 kHz whatever the audio bandwidth (RFC 7587 4.1): a 20 ms frame advances the timestamp by
 //! [`RTP_FRAME`].
+//!
+//! Why the `opus` crate (0.3): a small safe wrapper, on crates.io since 2016 and widely used,
+//! whose only dependency (`audiopus_sys`) links the distribution's libopus found by pkg-config
+//! (security fixes come with the OS) and falls back to building its bundled libopus with cmake.
+//! `opus` 0.4 moved to `opusic-sys`, which by default compiles its own libopus 1.5 from source
+//! (a longer build, and not the system library the issue asks for); `audiopus` 0.3 has been a
+//! release candidate since 2021; the pure-Rust ports are young for a codec carrying patients'
+//! voices.
 
 use opus::{Application, Bitrate, Channels, Decoder, Encoder};
 
