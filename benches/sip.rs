@@ -1,5 +1,6 @@
 //! Telephony benches: parse + print a typical INVITE; the media path of 200 concurrent G.711
-//! calls (RTP in, jitter buffer, decode, 8->16 kHz, 16->8 kHz, encode, RTP out) per 20 ms tick;
+//! calls (RTP in, jitter buffer, decode, 8->16 kHz, 16->8 kHz, encode, RTP out) per 20 ms tick,
+//! and of 200 Opus calls (RTP in, jitter buffer, Opus decode to 16 kHz, Opus encode, RTP out);
 //! and, when sipp is installed, a sipp load of call setups (INVITE -> 100/180/200 -> ACK -> BYE)
 //! against the real UDP server on loopback, reporting setups/s and setup time p50/p95.
 
@@ -9,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use carevoice::config::{MediaConfig, SipConfig, SipTransport};
+use carevoice::media::opus::{MAX_PACKET, OpusCodec};
 use carevoice::media::rtp::RtpPacket;
 use carevoice::media::sdp::{Codec, Direction, Negotiated};
 use carevoice::media::session::MediaSession;
@@ -67,12 +69,14 @@ fn parse_print(c: &mut Criterion) {
 
 const CALLS: usize = 200;
 
-fn media_path(c: &mut Criterion) {
+/// One iteration = one 20 ms tick of `CALLS` calls of `codec`: each gets one RTP packet
+/// (`payloads` in turn) and sends one.
+fn tick_calls(c: &mut Criterion, name: &str, codec: Codec, pt: u8, payloads: &[Vec<u8>]) {
     let negotiated = Negotiated {
         proto: "RTP/AVP".into(),
         srtp: None,
-        codec: Codec::Pcmu,
-        payload_type: 0,
+        codec,
+        payload_type: pt,
         dtmf_pt: Some(101),
         remote_addr: Some("127.0.0.1".parse().unwrap()),
         remote_port: 4000,
@@ -84,27 +88,28 @@ fn media_path(c: &mut Criterion) {
     let mut sessions: Vec<MediaSession> = (0..CALLS)
         .map(|i| MediaSession::new(negotiated.clone(), i as u32 + 1))
         .collect();
-    let payload: Vec<u8> = (0..FRAME_8K).map(|i| (i * 7) as u8).collect();
-    let play: Vec<i16> = (0..FRAME_16K).map(|i| ((i * 97) % 8000) as i16).collect();
+    let play: Vec<i16> = (0..FRAME_16K)
+        .map(|i| (6000.0 * (i as f64 * 0.2).sin() + ((i * 97) % 2000) as f64) as i16)
+        .collect();
     let mut seq = 0u16;
     let mut packet = Vec::new();
     let t0 = Instant::now();
     let mut heard = Vec::with_capacity(FRAME_16K);
     let mut g = c.benchmark_group("media");
     g.throughput(Throughput::Elements(CALLS as u64));
-    // One iteration = one 20 ms tick of all calls: each gets one RTP packet and sends one.
-    g.bench_function("tick_200_g711_calls", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
             seq = seq.wrapping_add(1);
             let now = t0 + Duration::from_millis(20 * seq as u64);
+            let payload = &payloads[seq as usize % payloads.len()];
             for (i, s) in sessions.iter_mut().enumerate() {
                 RtpPacket {
                     marker: false,
-                    payload_type: 0,
+                    payload_type: pt,
                     sequence: seq,
-                    timestamp: seq as u32 * 160,
+                    timestamp: seq as u32 * codec.frame_ticks(),
                     ssrc: 1000 + i as u32,
-                    payload: &payload,
+                    payload,
                 }
                 .write(&mut packet);
                 s.on_datagram(&packet, from, now);
@@ -114,6 +119,29 @@ fn media_path(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+fn media_path(c: &mut Criterion) {
+    let g711: Vec<u8> = (0..FRAME_8K).map(|i| (i * 7) as u8).collect();
+    tick_calls(c, "tick_200_g711_calls", Codec::Pcmu, 0, &[g711]);
+    // Opus: a second of speech-like sound (a gliding tone with a buzz), encoded once, sent in turn.
+    let mut enc = OpusCodec::new().unwrap();
+    let mut buf = [0u8; MAX_PACKET];
+    let opus: Vec<Vec<u8>> = (0..50)
+        .map(|f| {
+            let frame: Vec<i16> = (0..FRAME_16K)
+                .map(|i| {
+                    let t = (f * FRAME_16K + i) as f64 / 16000.0;
+                    (7000.0 * (2.0 * std::f64::consts::PI * (200.0 + 300.0 * t) * t).sin()
+                        + 1500.0 * (2.0 * std::f64::consts::PI * 120.0 * t).sin().signum())
+                        as i16
+                })
+                .collect();
+            let n = enc.encode(&frame, &mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .collect();
+    tick_calls(c, "tick_200_opus_calls", Codec::Opus, 111, &opus);
 }
 
 /// sipp's built-in UAC against the in-process UDP server: `calls` setups at `rate` per second.

@@ -15,7 +15,10 @@ use carevoice::media::CallerEvent;
 use carevoice::sip::transport::{AnsweredCall, CallHandler, SipHandle, SipServer, TransferError};
 
 use support::carevoice::Server;
-use support::sip::{Kamailio, KamailioRegistrar, SippScenarioUas, SippUas, baresip_call, sipp_uac};
+use support::sip::{
+    Kamailio, KamailioRegistrar, PjsuaOptions, SippScenarioUas, SippUas, baresip_call,
+    baresip_call_with, pjsua_call, sipp_uac,
+};
 use support::{free_port_range, program, render_template, run_ok, speak_wav};
 
 const GREETING: &str = "Thank you for calling the clinic. How can we help you today?";
@@ -422,19 +425,58 @@ fn baresip_hears_the_greeting() {
     assert_eq!(ended[0]["rtcp_bad"].as_u64(), Some(0), "{ended:?}");
 }
 
+/// A softphone that offers Opus only (baresip's opus module, 48 kHz stereo by default) gets an
+/// Opus answer and hears the greeting; its Opus reaches us and decodes without an error.
+#[test]
+fn baresip_opus_only_hears_the_greeting() {
+    let t = serve("", "");
+    let dir = tempfile::tempdir().unwrap();
+    let mono = dir.path().join("mic-mono.wav");
+    speak_wav("Hello, this is a patient calling.", 48000, 8.0, &mono);
+    // baresip's aufile wants the codec's channels: Opus is 48000/2.
+    let mic = dir.path().join("mic.wav");
+    run_ok(
+        "sox",
+        Command::new(program("sox"))
+            .arg(&mono)
+            .args(["-c", "2"])
+            .arg(&mic),
+    );
+    let call = baresip_call_with(
+        &format!("sip:clinic@{}", t.sip),
+        &mic,
+        10,
+        false,
+        "opus/48000/2",
+        dir.path(),
+    );
+    assert!(
+        !call.heard.is_empty(),
+        "baresip recorded nothing:\n{}\n--- carevoice ---\n{}",
+        call.output,
+        t.log()
+    );
+    let answering = t.events("answering call");
+    assert_eq!(answering[0]["codec"], "opus", "{answering:?}");
+    let (heard_voiced, heard_peak) = voiced_seconds(&call.heard[0]);
+    let (greeting_voiced, _) = voiced_seconds(&t.greeting);
+    let ratio = heard_voiced / greeting_voiced;
+    assert!(
+        heard_peak > 0.05 && (0.6..=1.6).contains(&ratio),
+        "heard {heard_voiced:.2}s (peak {heard_peak}), greeting {greeting_voiced:.2}s\n{}\n{}",
+        call.output,
+        t.log()
+    );
+    let ended = t.wait_events("call media ended", 1);
+    assert!(ended[0]["rtp_in"].as_u64().unwrap() > 100, "{ended:?}");
+    assert_eq!(ended[0]["rtp_bad"].as_u64(), Some(0), "{ended:?}");
+    assert_eq!(ended[0]["codec_errors"].as_u64(), Some(0), "{ended:?}");
+}
+
 #[test]
 fn baresip_over_tls_with_mandatory_srtp_hears_the_greeting() {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = support::self_signed_cert(certs.path());
-    let tls_port = free_port_range(1);
-    let t = serve(
-        &format!(
-            "transports = [\"udp\", \"tls\"]\ntls_port = {tls_port}\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-            cert.display(),
-            key.display()
-        ),
-        "",
-    );
+    let (t, tls_port, _) = serve_tls("", certs.path());
     let dir = tempfile::tempdir().unwrap();
     let mic = dir.path().join("mic.wav");
     speak_wav("Hello, this is a patient calling.", 8000, 8.0, &mic);
@@ -474,6 +516,116 @@ fn baresip_over_tls_with_mandatory_srtp_hears_the_greeting() {
     assert!(ended[0]["rtcp_bad"].as_u64().unwrap() <= 2, "{ended:?}");
     let answering = t.events("answering call");
     assert_eq!(answering[0]["srtp"], true, "{answering:?}");
+}
+
+/// `serve` with SIP-TLS on a free port too, with a fresh self-signed certificate for 127.0.0.1
+/// (returned: the CA a verifying client trusts).
+fn serve_tls(media_extra: &str, dir: &Path) -> (Telephony, u16, PathBuf) {
+    let (cert, key) = support::self_signed_cert(dir);
+    let tls_port = free_port_range(1);
+    let t = serve(
+        &format!(
+            "transports = [\"udp\", \"tls\"]\ntls_port = {tls_port}\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        media_extra,
+    );
+    (t, tls_port, cert)
+}
+
+/// The greeting is in what a pjsua2 call heard, and it got a 200.
+fn assert_pjsua_heard_greeting(call: &support::sip::PjsuaCall, t: &Telephony) {
+    let Some(heard) = &call.heard else {
+        panic!(
+            "pjsua recorded nothing:\n{}\n--- carevoice ---\n{}",
+            call.output,
+            t.log()
+        );
+    };
+    let (heard_voiced, heard_peak) = voiced_seconds(heard);
+    let (greeting_voiced, _) = voiced_seconds(&t.greeting);
+    let ratio = heard_voiced / greeting_voiced;
+    assert!(
+        heard_peak > 0.05 && (0.6..=1.6).contains(&ratio),
+        "heard {heard_voiced:.2}s (peak {heard_peak}), greeting {greeting_voiced:.2}s\n{}\n{}",
+        call.output,
+        t.log()
+    );
+    assert!(
+        call.output.contains("STATE CONFIRMED 200"),
+        "{}",
+        call.output
+    );
+}
+
+/// pjsua2 calls over SIP-TLS, verifying our certificate (chain and name) against the test CA,
+/// with mandatory SDES-SRTP, and hears the greeting. The same call trusting another CA fails
+/// the handshake and never reaches us.
+#[test]
+fn pjsua2_over_tls_verifying_our_certificate_hears_the_greeting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, tls_port, ca) = serve_tls("", dir.path());
+    let mic = dir.path().join("mic.wav");
+    speak_wav("Hello, this is a patient calling.", 16000, 8.0, &mic);
+    let uri = format!("sip:clinic@127.0.0.1:{tls_port};transport=tls");
+    let options = PjsuaOptions {
+        tls_ca: Some(&ca),
+        srtp: true,
+    };
+    let call = pjsua_call(&uri, &mic, 8, options, dir.path());
+    assert_pjsua_heard_greeting(&call, &t);
+    let answering = t.events("answering call");
+    assert_eq!(answering[0]["srtp"], true, "{answering:?}");
+    let ended = t.wait_events("call media ended", 1);
+    assert!(ended[0]["rtp_in"].as_u64().unwrap() > 100, "{ended:?}");
+    assert_eq!(ended[0]["rtp_bad"].as_u64(), Some(0), "{ended:?}");
+    // A client that trusts another CA refuses our certificate: no call.
+    let other = tempfile::tempdir().unwrap();
+    let (wrong_ca, _) = support::self_signed_cert(other.path());
+    let refused = pjsua_call(
+        &uri,
+        &mic,
+        3,
+        PjsuaOptions {
+            tls_ca: Some(&wrong_ca),
+            srtp: true,
+        },
+        other.path(),
+    );
+    assert!(
+        refused.output.contains("PJSIP_TLS_ECERTVERIF") && refused.heard.is_none(),
+        "{}",
+        refused.output
+    );
+    assert_ne!(refused.code, Some(200), "{}", refused.output);
+    assert_eq!(t.events("answering call").len(), 1, "{}", t.log());
+}
+
+/// pjsua2 (TLS, verifying Kamailio's certificate, SRTP) -> Kamailio -> carevoice (UDP): the
+/// caller hears the greeting through the proxy, SDES keys carried end to end.
+#[test]
+fn pjsua2_tls_through_kamailio_hears_the_greeting() {
+    let t = serve("", "");
+    let kamailio = Kamailio::start(t.sip);
+    let dir = tempfile::tempdir().unwrap();
+    let mic = dir.path().join("mic.wav");
+    speak_wav("Hello, this is a patient calling.", 16000, 8.0, &mic);
+    let call = pjsua_call(
+        &format!("sip:clinic@127.0.0.1:{};transport=tls", kamailio.tls_port),
+        &mic,
+        8,
+        PjsuaOptions {
+            tls_ca: Some(&kamailio.cert),
+            srtp: true,
+        },
+        dir.path(),
+    );
+    assert_pjsua_heard_greeting(&call, &t);
+    let answering = t.events("answering call");
+    assert_eq!(answering[0]["srtp"], true, "{answering:?}");
+    let ended = t.wait_events("call media ended", 1);
+    assert_eq!(ended[0]["rtp_bad"].as_u64(), Some(0), "{ended:?}");
 }
 
 #[test]

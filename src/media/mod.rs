@@ -1,4 +1,4 @@
-//! Call media: SDP, RTP, jitter buffer, G.711, resampling, DTMF, and a call's media edge.
+//! Call media: SDP, RTP, jitter buffer, G.711, Opus, resampling, DTMF, and a call's media edge.
 //!
 //! # The media edge
 //!
@@ -21,6 +21,7 @@
 
 pub mod g711;
 pub mod jitter;
+pub mod opus;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;

@@ -1,5 +1,5 @@
-//! SDP (RFC 4566) for audio offer/answer (RFC 3264): PCMU, PCMA, telephone-event, ptime,
-//! direction attributes and SDES crypto lines (RFC 4568, parsed; SRTP itself is not done yet).
+//! SDP (RFC 4566) for audio offer/answer (RFC 3264): PCMU, PCMA, Opus, telephone-event, ptime,
+//! direction attributes and SDES crypto lines (RFC 4568).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -283,26 +283,36 @@ impl Sdp {
     }
 }
 
-/// G.711 flavours we speak.
+/// The audio codecs we speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Pcmu,
     Pcma,
+    /// Opus (RFC 7587): dynamic payload type, 48 kHz RTP clock, `opus/48000/2` in SDP.
+    Opus,
 }
 
 impl Codec {
-    pub fn payload_type(self) -> u8 {
-        match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
-        }
-    }
-
+    /// Name as written in `a=rtpmap`.
     pub fn name(self) -> &'static str {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
         }
+    }
+
+    /// RTP clock rate (Opus: always 48 kHz, RFC 7587 4.1).
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Opus => super::opus::CLOCK_RATE,
+        }
+    }
+
+    /// RTP timestamp units in a 20 ms frame.
+    pub fn frame_ticks(self) -> u32 {
+        self.clock_rate() / 50
     }
 }
 
@@ -326,9 +336,9 @@ pub struct Negotiated {
     /// Keys when the offer asked for SRTP.
     pub srtp: Option<SrtpKeys>,
     pub codec: Codec,
-    /// The payload type the peer uses for the codec (static: 0 or 8).
+    /// The payload type the peer uses for the codec (G.711: static 0 or 8; Opus: dynamic).
     pub payload_type: u8,
-    /// Payload type of telephone-event/8000, when both sides have it.
+    /// Payload type of telephone-event at the codec's clock rate, when both sides have it.
     pub dtmf_pt: Option<u8>,
     pub remote_addr: Option<IpAddr>,
     pub remote_port: u16,
@@ -339,8 +349,18 @@ pub struct Negotiated {
     pub rtcp_mux: bool,
 }
 
-/// Picks what to answer to `offer`: the offerer's first of PCMU/PCMA, plus telephone-event.
-/// `None` when nothing is acceptable (send 488).
+/// Picks what to answer to `offer`: a codec (see below) plus telephone-event at the codec's
+/// clock rate. `None` when nothing is acceptable (send 488).
+///
+/// Codec choice: G.711 (the offerer's first of PCMU/PCMA) whenever it is offered, else Opus.
+/// Why G.711 first, even when the offer lists Opus before it: patients call through trunks and
+/// PBXs whose audio is G.711 end to end (the PSTN is narrowband), so Opus would only add a
+/// transcode and CPU (an Opus encode costs about a hundred times a G.711 one, and the media
+/// budget is 200 calls on two cores) for no gain in what the speech layer hears; and G.711 is
+/// the codec every SIP peer gets right, while Opus's SDP details (fmtp, stereo, DTX) vary.
+/// Opus is taken when it is what the peer offers without G.711 (softphones, WebRTC gateways,
+/// wideband-only devices): then the caller's audio is wideband and decodes straight to the
+/// 16 kHz the speech layer wants.
 pub fn negotiate(offer: &Sdp) -> Option<Negotiated> {
     let audio = offer.media.iter().find(|m| {
         m.media == "audio" && m.port != 0 && (m.proto == "RTP/AVP" || m.proto == "RTP/SAVP")
@@ -358,7 +378,7 @@ pub fn negotiate(offer: &Sdp) -> Option<Negotiated> {
     if audio.proto == "RTP/SAVP" && srtp.is_none() {
         return None;
     }
-    let (codec, pt) = audio.formats.iter().find_map(|f| {
+    let g711 = audio.formats.iter().find_map(|f| {
         if f.clock_rate != 8000 {
             return None;
         }
@@ -367,11 +387,17 @@ pub fn negotiate(offer: &Sdp) -> Option<Negotiated> {
             "PCMA" => Some((Codec::Pcma, f.payload_type)),
             _ => None,
         }
-    })?;
+    });
+    let opus = audio.formats.iter().find_map(|f| {
+        (f.encoding == "OPUS" && f.clock_rate == Codec::Opus.clock_rate())
+            .then_some((Codec::Opus, f.payload_type))
+    });
+    let (codec, pt) = g711.or(opus)?;
     let dtmf_pt = audio
         .formats
         .iter()
-        .find(|f| f.encoding == "TELEPHONE-EVENT" && f.clock_rate == 8000)
+        // RFC 4733 2.1: the event clock is the audio codec's (telephone-event/48000 with Opus).
+        .find(|f| f.encoding == "TELEPHONE-EVENT" && f.clock_rate == codec.clock_rate())
         .map(|f| f.payload_type);
     Some(Negotiated {
         proto: audio.proto.clone(),
@@ -405,16 +431,31 @@ pub fn answer(
     if let Some(pt) = n.dtmf_pt {
         let _ = write!(s, " {pt}");
     }
-    let _ = write!(
-        s,
-        "\r\na=rtpmap:{} {}/8000\r\n",
-        n.payload_type,
-        n.codec.name()
-    );
+    let rate = n.codec.clock_rate();
+    match n.codec {
+        Codec::Pcmu | Codec::Pcma => {
+            let _ = write!(
+                s,
+                "\r\na=rtpmap:{} {}/{rate}\r\n",
+                n.payload_type,
+                n.codec.name()
+            );
+        }
+        Codec::Opus => {
+            // RFC 7587 6.1: always `/48000/2`. We decode to and encode from 16 kHz mono, so we
+            // tell the sender wideband is all we play (maxplaybackrate) and that we send mono
+            // wideband (stereo=0 is the default).
+            let _ = write!(
+                s,
+                "\r\na=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} maxplaybackrate=16000;sprop-maxcapturerate=16000\r\n",
+                pt = n.payload_type
+            );
+        }
+    }
     if let Some(pt) = n.dtmf_pt {
         let _ = write!(
             s,
-            "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-16\r\n"
+            "a=rtpmap:{pt} telephone-event/{rate}\r\na=fmtp:{pt} 0-16\r\n"
         );
     }
     let _ = write!(s, "a=ptime:{}\r\na={}\r\n", n.ptime, n.direction.as_str());
@@ -506,10 +547,47 @@ mod tests {
     }
 
     #[test]
+    fn opus_only_offer_gets_an_opus_answer() {
+        // What baresip's opus module offers (telephone-event at 8000 only: no DTMF with Opus).
+        let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 stereo=1;sprop-stereo=1\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+        let n = negotiate(&Sdp::parse(offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            (n.codec, n.payload_type, n.dtmf_pt),
+            (Codec::Opus, 111, None)
+        );
+        let text = answer(&n, "127.0.0.1:7000".parse().unwrap(), 42, 1);
+        assert_eq!(
+            text,
+            "v=0\r\no=carevoice 42 1 IN IP4 127.0.0.1\r\ns=carevoice\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 maxplaybackrate=16000;sprop-maxcapturerate=16000\r\na=ptime:20\r\na=sendrecv\r\n"
+        );
+        let back = Sdp::parse(text.as_bytes()).unwrap();
+        let f = &back.audio().unwrap().formats[0];
+        assert_eq!((f.encoding.as_str(), f.clock_rate), ("OPUS", 48000));
+        // With telephone-event/48000 offered too, DTMF is on at the Opus clock.
+        let both = offer.replace(" 111 101", " 111 101 102")
+            + "a=rtpmap:102 telephone-event/48000\r\na=fmtp:102 0-15\r\n";
+        let n = negotiate(&Sdp::parse(both.as_bytes()).unwrap()).unwrap();
+        assert_eq!(n.dtmf_pt, Some(102));
+        let text = answer(&n, "127.0.0.1:7000".parse().unwrap(), 42, 1);
+        assert!(
+            text.contains("m=audio 7000 RTP/AVP 111 102\r\n")
+                && text.contains("a=rtpmap:102 telephone-event/48000\r\n"),
+            "{text}"
+        );
+        // Opus listed first but G.711 offered too: G.711 (see `negotiate`).
+        let mixed = offer.replace(" 111 101", " 111 0 101");
+        let n = negotiate(&Sdp::parse(mixed.as_bytes()).unwrap()).unwrap();
+        assert_eq!((n.codec, n.dtmf_pt), (Codec::Pcmu, Some(101)));
+        // Opus at another clock rate is no Opus (RFC 7587 says 48000).
+        let wrong = offer.replace("opus/48000/2", "opus/16000/1");
+        assert!(negotiate(&Sdp::parse(wrong.as_bytes()).unwrap()).is_none());
+    }
+
+    #[test]
     fn rejects_or_declines() {
-        let opus_only =
-            "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
-        assert!(negotiate(&Sdp::parse(opus_only.as_bytes()).unwrap()).is_none());
+        let g722_only =
+            "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
+        assert!(negotiate(&Sdp::parse(g722_only.as_bytes()).unwrap()).is_none());
         for bad in [
             "x",
             "v=1\r\n",

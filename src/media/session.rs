@@ -1,5 +1,6 @@
 //! One call's RTP media: [`MediaSession`] is the sans-IO core (RTP in -> jitter buffer -> G.711
-//! decode -> 16 kHz; 16 kHz -> 8 kHz -> G.711 encode -> RTP out, paced by 20 ms ticks) and
+//! decode -> 16 kHz, or Opus decode straight to 16 kHz; 16 kHz -> 8 kHz -> G.711 encode, or
+//! 16 kHz -> Opus encode -> RTP out, paced by 20 ms ticks) and
 //! [`run`] the tokio task that drives it with a UDP socket and a [`super::MediaEdge`]'s channels.
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::jitter::{JitterBuffer, Playout};
+use super::opus::{MAX_PACKET, OpusCodec};
 use super::resample::{Downsampler, Upsampler};
 use super::rtcp::{self, ReportBlock, SenderInfo, SrtcpContext};
 use super::rtp::{DtmfReceiver, RtpPacket, is_rtcp};
@@ -33,6 +35,8 @@ pub struct SessionStats {
     pub rtcp_out: u64,
     /// RTCP that failed SRTCP authentication or did not parse.
     pub rtcp_bad: u64,
+    /// Opus packets libopus could not decode (concealed), and Opus set-up failures.
+    pub codec_errors: u64,
 }
 
 /// How often we send an RTCP report (RFC 3550's 5 s minimum interval), and the first one.
@@ -129,6 +133,10 @@ pub struct MediaSession {
     marker: bool,
     scratch8: Vec<i16>,
     packet: Vec<u8>,
+    /// The encoded payload of the packet being built.
+    payload: Vec<u8>,
+    /// The Opus encoder and decoder, on Opus calls.
+    opus: Option<OpusCodec>,
     /// SRTP contexts (receive, send) when SDES keys were agreed.
     srtp: Option<(SrtpContext, SrtpContext)>,
     /// SRTCP contexts (receive, send), same keys as SRTP.
@@ -157,6 +165,21 @@ const DTMF_END_REPEATS: u16 = 3;
 const DTMF_GAP_TICKS: u16 = 3;
 const DTMF_VOLUME: u8 = 10;
 
+fn opus_codec(media: &Negotiated, stats: &mut SessionStats) -> Option<OpusCodec> {
+    if media.codec != Codec::Opus {
+        return None;
+    }
+    match OpusCodec::new() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Not expected (fixed, valid parameters); the call then stays silent both ways.
+            tracing::error!(error = %e, "cannot set up Opus");
+            stats.codec_errors += 1;
+            None
+        }
+    }
+}
+
 fn srtp_contexts(media: &Negotiated) -> Option<(SrtpContext, SrtpContext)> {
     media.srtp.as_ref().map(|k| {
         (
@@ -179,6 +202,9 @@ impl MediaSession {
             .remote_addr
             .filter(|a| !a.is_unspecified())
             .map(|a| SocketAddr::new(a, media.remote_port));
+        let mut stats = SessionStats::default();
+        let opus = opus_codec(&media, &mut stats);
+        let jitter = JitterBuffer::new(media.codec.clock_rate(), 20, MAX_JITTER_FRAMES);
         MediaSession {
             srtp: srtp_contexts(&media),
             srtcp: srtcp_contexts(&media),
@@ -187,7 +213,7 @@ impl MediaSession {
             clear: Vec::with_capacity(256),
             media,
             remote,
-            jitter: JitterBuffer::new(8000, 20, MAX_JITTER_FRAMES),
+            jitter,
             dtmf: DtmfReceiver::default(),
             up: Upsampler::default(),
             down: Downsampler::default(),
@@ -199,7 +225,9 @@ impl MediaSession {
             dtmf_out: None,
             scratch8: Vec::with_capacity(FRAME_8K),
             packet: Vec::with_capacity(12 + FRAME_8K),
-            stats: SessionStats::default(),
+            payload: vec![0; MAX_PACKET],
+            opus,
+            stats,
         }
     }
 
@@ -219,6 +247,12 @@ impl MediaSession {
         if media.srtp != self.media.srtp {
             self.srtp = srtp_contexts(&media);
             self.srtcp = srtcp_contexts(&media);
+        }
+        if media.codec != self.media.codec {
+            // A codec change (re-INVITE): fresh codec state and a jitter buffer at its clock.
+            self.opus = opus_codec(&media, &mut self.stats);
+            self.jitter = JitterBuffer::new(media.codec.clock_rate(), 20, MAX_JITTER_FRAMES);
+            self.marker = true;
         }
         self.media = media;
     }
@@ -262,7 +296,9 @@ impl MediaSession {
             return None;
         }
         let end = ticks > DTMF_TICKS;
-        let duration = (FRAME_8K as u16) * ticks.min(DTMF_TICKS);
+        // Durations count the event's clock, which is the codec's (RFC 4733 2.1).
+        let duration =
+            (self.media.codec.frame_ticks() as u16).saturating_mul(ticks.min(DTMF_TICKS));
         let [d0, d1] = duration.to_be_bytes();
         let flags = if end { 0x80 } else { 0 } | DTMF_VOLUME;
         Some(([event, flags, d0, d1], ticks == 1, timestamp))
@@ -328,23 +364,36 @@ impl MediaSession {
     /// the RTP packet to send, if we send in this direction.
     pub fn tick(&mut self, play: Option<&[i16]>, heard: &mut Vec<i16>) -> Option<&[u8]> {
         // Receive side.
-        match self.jitter.pop() {
-            Playout::Frame { payload, .. } => {
+        match (self.jitter.pop(), self.media.codec) {
+            (Playout::Frame { payload, .. }, Codec::Pcmu | Codec::Pcma) => {
                 self.scratch8.clear();
                 let decode = match self.media.codec {
-                    Codec::Pcmu => g711::ulaw_to_linear,
                     Codec::Pcma => g711::alaw_to_linear,
+                    _ => g711::ulaw_to_linear,
                 };
                 self.scratch8
                     .extend(payload.iter().take(FRAME_8K).map(|&b| decode(b)));
                 self.scratch8.resize(FRAME_8K, 0);
                 self.up.process(&self.scratch8, heard);
             }
-            Playout::Missing => {
+            (Playout::Frame { payload, .. }, Codec::Opus) => match self.opus.as_mut() {
+                Some(opus) => {
+                    if opus.decode(&payload, heard).is_err() {
+                        self.stats.codec_errors += 1;
+                        opus.conceal(heard);
+                    }
+                }
+                None => heard.resize(heard.len() + FRAME_16K, 0),
+            },
+            (Playout::Missing, Codec::Pcmu | Codec::Pcma) => {
                 self.scratch8.clear();
                 self.scratch8.resize(FRAME_8K, 0);
                 self.up.process(&self.scratch8, heard);
             }
+            (Playout::Missing, Codec::Opus) => match self.opus.as_mut() {
+                Some(opus) => opus.conceal(heard),
+                None => heard.resize(heard.len() + FRAME_16K, 0),
+            },
         }
         // Send side.
         let sending = matches!(
@@ -352,21 +401,12 @@ impl MediaSession {
             Direction::SendRecv | Direction::SendOnly
         );
         let ts = self.timestamp;
-        self.timestamp = self.timestamp.wrapping_add(FRAME_8K as u32);
+        self.timestamp = self.timestamp.wrapping_add(self.media.codec.frame_ticks());
         self.remote?;
         if !sending {
             self.marker = true;
             return None;
         }
-        self.scratch8.clear();
-        match play {
-            Some(frame) => self.down.process(frame, &mut self.scratch8),
-            None => {
-                let silence = [0i16; FRAME_16K];
-                self.down.process(&silence, &mut self.scratch8)
-            }
-        }
-        self.scratch8.resize(FRAME_8K, 0);
         if let Some(pt) = self.media.dtmf_pt
             && let Some((event, marker, ev_ts)) = self.dtmf_tick(ts)
         {
@@ -389,21 +429,50 @@ impl MediaSession {
             self.stats.dtmf_sent += u64::from(marker);
             return Some(&self.packet);
         }
-        let encode = match self.media.codec {
-            Codec::Pcmu => g711::linear_to_ulaw,
-            Codec::Pcma => g711::linear_to_alaw,
+        let silence = [0i16; FRAME_16K];
+        let frame = play.unwrap_or(&silence);
+        let len = match self.media.codec {
+            Codec::Pcmu | Codec::Pcma => {
+                self.scratch8.clear();
+                self.down.process(frame, &mut self.scratch8);
+                self.scratch8.resize(FRAME_8K, 0);
+                let encode = match self.media.codec {
+                    Codec::Pcma => g711::linear_to_alaw,
+                    _ => g711::linear_to_ulaw,
+                };
+                for (o, &s) in self.payload.iter_mut().zip(self.scratch8.iter()) {
+                    *o = encode(s);
+                }
+                FRAME_8K
+            }
+            Codec::Opus => {
+                let encoded = match self.opus.as_mut() {
+                    Some(opus) if frame.len() == FRAME_16K => opus.encode(frame, &mut self.payload),
+                    Some(opus) => {
+                        let mut padded = [0i16; FRAME_16K];
+                        let n = frame.len().min(FRAME_16K);
+                        padded[..n].copy_from_slice(&frame[..n]);
+                        opus.encode(&padded, &mut self.payload)
+                    }
+                    None => return None,
+                };
+                match encoded {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Opus encode failed");
+                        self.stats.codec_errors += 1;
+                        return None;
+                    }
+                }
+            }
         };
-        let mut payload = [0u8; FRAME_8K];
-        for (o, &s) in payload.iter_mut().zip(self.scratch8.iter()) {
-            *o = encode(s);
-        }
         let packet = RtpPacket {
             marker: self.marker,
             payload_type: self.media.payload_type,
             sequence: self.seq,
             timestamp: ts,
             ssrc: self.ssrc,
-            payload: &payload,
+            payload: &self.payload[..len],
         };
         packet.write(&mut self.packet);
         if let Some((_, tx)) = self.srtp.as_mut()
@@ -414,7 +483,7 @@ impl MediaSession {
         self.marker = false;
         self.seq = self.seq.wrapping_add(1);
         self.stats.rtp_out += 1;
-        self.octets_out = self.octets_out.wrapping_add(FRAME_8K as u32);
+        self.octets_out = self.octets_out.wrapping_add(len as u32);
         Some(&self.packet)
     }
 
@@ -680,6 +749,89 @@ mod tests {
         assert_eq!(b.stats.dtmf_digits, 1);
         assert_eq!(b.on_datagram(b"junk", from, t0), None);
         assert_eq!(b.stats.rtp_bad, 1);
+    }
+
+    /// Two Opus sessions: 48 kHz RTP timestamps, the peer's dynamic payload type, the tone
+    /// comes through at 16 kHz, and a lost packet is concealed (not silence).
+    #[test]
+    fn opus_loopback_with_loss() {
+        let opus = |direction| Negotiated {
+            codec: Codec::Opus,
+            payload_type: 111,
+            dtmf_pt: None,
+            ..negotiated(direction)
+        };
+        let mut a = MediaSession::new(opus(Direction::SendRecv), 1);
+        let mut b = MediaSession::new(opus(Direction::SendRecv), 2);
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let t0 = Instant::now();
+        let tone: Vec<i16> = (0..FRAME_16K)
+            .map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * 500.0 * i as f64 / 16000.0).sin()) as i16
+            })
+            .collect();
+        let mut heard_b = Vec::new();
+        let mut stamps = Vec::new();
+        for i in 0..30u64 {
+            let mut heard_a = Vec::new();
+            let packet = a.tick(Some(&tone), &mut heard_a).unwrap().to_vec();
+            assert_eq!(heard_a.len(), FRAME_16K);
+            let p = RtpPacket::parse(&packet).unwrap();
+            assert_eq!(p.payload_type, 111);
+            assert!(p.payload.len() < 200, "{} bytes", p.payload.len());
+            stamps.push((p.marker, p.timestamp));
+            if i != 20 {
+                b.on_datagram(&packet, from, t0 + Duration::from_millis(20 * i));
+            }
+            let mut h = Vec::new();
+            b.tick(None, &mut h);
+            assert_eq!(h.len(), FRAME_16K);
+            heard_b.push(h);
+        }
+        assert!(stamps[0].0 && stamps[1..].iter().all(|s| !s.0));
+        for w in stamps.windows(2) {
+            assert_eq!(w[1].1.wrapping_sub(w[0].1), 960);
+        }
+        let rms = |f: &[i16]| {
+            (f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.len() as f64).sqrt()
+        };
+        let loud = heard_b.iter().filter(|f| rms(f) > 3000.0).count();
+        assert!(loud >= 20, "{loud} loud frames of 30");
+        assert_eq!(
+            (b.stats.rtp_in, b.stats.rtp_bad, b.stats.codec_errors),
+            (29, 0, 0)
+        );
+        // Garbage with the Opus payload type is counted and concealed, never a panic.
+        let junk = RtpPacket {
+            marker: false,
+            payload_type: 111,
+            sequence: 999,
+            timestamp: 0,
+            ssrc: 1,
+            payload: &[0x03, 0x00],
+        };
+        let mut buf = Vec::new();
+        junk.write(&mut buf);
+        let mut c = MediaSession::new(opus(Direction::SendRecv), 3);
+        c.on_datagram(&buf, from, t0);
+        let mut h = Vec::new();
+        for _ in 0..5 {
+            c.tick(None, &mut h);
+        }
+        assert_eq!(h.len(), FRAME_16K * 5);
+        assert_eq!(c.stats.codec_errors, 1);
+        // A re-INVITE to PCMU switches the encoder: 160-byte payloads, 8 kHz timestamps.
+        a.update(negotiated(Direction::SendRecv));
+        let mut h = Vec::new();
+        let p1 = a.tick(None, &mut h).unwrap().to_vec();
+        let p2 = a.tick(None, &mut h).unwrap().to_vec();
+        let (p1, p2) = (
+            RtpPacket::parse(&p1).unwrap(),
+            RtpPacket::parse(&p2).unwrap(),
+        );
+        assert_eq!((p1.payload_type, p1.payload.len()), (0, 160));
+        assert!(p1.marker);
+        assert_eq!(p2.timestamp.wrapping_sub(p1.timestamp), 160);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn sdp(data: &[u8]) {
     }
 }
 
-/// RTP, RTCP and telephone-event parsers.
+/// RTP, RTCP and telephone-event parsers, and the Opus decoder on the payload.
 pub fn rtp(data: &[u8]) {
     if let Ok(p) = RtpPacket::parse(data) {
         let mut out = Vec::new();
@@ -47,9 +47,28 @@ pub fn rtp(data: &[u8]) {
         let again = RtpPacket::parse(&out).unwrap_or_else(|e| panic!("written packet: {e}"));
         assert_eq!(again.payload, p.payload);
         let _ = TelephoneEvent::parse(p.payload);
+        opus_payload(p.payload);
     }
     let _ = parse_rtcp(data);
     rtcp(data);
+}
+
+/// An RTP payload taken as Opus: an error or exactly one 20 ms frame, never a panic.
+fn opus_payload(payload: &[u8]) {
+    use crate::media::{FRAME_16K, opus::OpusCodec};
+    thread_local! {
+        static CODEC: std::cell::RefCell<Option<OpusCodec>> =
+            std::cell::RefCell::new(OpusCodec::new().ok());
+    }
+    CODEC.with(|c| {
+        if let Some(codec) = c.borrow_mut().as_mut() {
+            let mut out = Vec::new();
+            match codec.decode(payload, &mut out) {
+                Ok(()) => assert_eq!(out.len(), FRAME_16K),
+                Err(_) => assert!(out.is_empty()),
+            }
+        }
+    });
 }
 
 /// RTCP compound parsing (reports rebuild to the same report) and SRTCP unprotect on hostile bytes.

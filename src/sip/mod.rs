@@ -23,7 +23,7 @@
 //!   serves calls in progress until they end or the grace period passes, then sends BYE. RTCP
 //!   (SR/RR, SRTCP, rtcp-mux) is per call in `media::session` / `media::rtcp`.
 //!
-//! Not done yet: REGISTER over TCP/TLS (UDP only; REFER uses the call's own transport), Opus.
+//! Not done yet: REGISTER over TCP/TLS (UDP only; REFER uses the call's own transport).
 //!
 //! We keep our own core rather than `rsipstack`: rsipstack binds its transactions and dialogs to
 //! tokio tasks and sockets, so its state machines cannot be driven byte-for-byte with a fake clock;

@@ -652,6 +652,7 @@ impl SipServer {
                 rtcp_in = stats.rtcp_in,
                 rtcp_out = stats.rtcp_out,
                 rtcp_bad = stats.rtcp_bad,
+                codec_errors = stats.codec_errors,
                 "call media ended"
             );
         });

@@ -1,5 +1,5 @@
-//! SIP peers: Kamailio (proxy), sipp (scripted UAC/UAS with RTP), baresip (a softphone that
-//! plays a WAV and records what it hears).
+//! SIP peers: Kamailio (proxy), sipp (scripted UAC/UAS with RTP), baresip and pjsua2 (softphones
+//! that play a WAV and record what they hear).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,8 @@ use super::{ChildGuard, free_port, free_port_range, program, render_template, tc
 pub struct Kamailio {
     pub port: u16,
     pub tls_port: u16,
+    /// Its TLS certificate (self-signed, for 127.0.0.1): the CA a verifying client trusts.
+    pub cert: PathBuf,
     _child: ChildGuard,
     _dir: tempfile::TempDir,
 }
@@ -67,6 +69,7 @@ impl Kamailio {
         Kamailio {
             port,
             tls_port,
+            cert,
             _child: child,
             _dir: dir,
         }
@@ -181,7 +184,14 @@ pub struct BaresipConfig {
     pub heard_dir: PathBuf,
 }
 
+/// [`baresip_config_with`] offering PCMU only.
 pub fn baresip_config(wav: &Path, srtp: bool, dir: &Path) -> BaresipConfig {
+    baresip_config_with(wav, srtp, "PCMU", dir)
+}
+
+/// A baresip configuration whose offer holds `codecs` only (baresip's `audio_codecs`, e.g.
+/// `PCMU` or `opus/48000/2`).
+pub fn baresip_config_with(wav: &Path, srtp: bool, codecs: &str, dir: &Path) -> BaresipConfig {
     let conf_dir = dir.join("baresip");
     let snd = dir.join("heard");
     std::fs::create_dir_all(&conf_dir).unwrap();
@@ -216,7 +226,7 @@ pub fn baresip_config(wav: &Path, srtp: bool, dir: &Path) -> BaresipConfig {
     std::fs::write(
         conf_dir.join("accounts"),
         format!(
-            "<sip:caller@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU{}\n",
+            "<sip:caller@127.0.0.1:{sip_port}>;regint=0;audio_codecs={codecs}{}\n",
             if srtp { ";mediaenc=srtp-mand" } else { "" }
         ),
     )
@@ -244,10 +254,23 @@ pub fn heard_files(dir: &Path) -> Vec<PathBuf> {
 /// baresip dials `uri`, plays `wav` (16-bit mono at 8 kHz for PCMU) as its microphone, records
 /// what it hears, and quits after `seconds`. `srtp` makes media encryption mandatory (SDES).
 pub fn baresip_call(uri: &str, wav: &Path, seconds: u32, srtp: bool, dir: &Path) -> BaresipCall {
+    baresip_call_with(uri, wav, seconds, srtp, "PCMU", dir)
+}
+
+/// [`baresip_call`] offering `codecs` only (baresip's names with rate and channels where they
+/// are not 8000/1: `opus/48000/2`, with `wav` at 48 kHz stereo).
+pub fn baresip_call_with(
+    uri: &str,
+    wav: &Path,
+    seconds: u32,
+    srtp: bool,
+    codecs: &str,
+    dir: &Path,
+) -> BaresipCall {
     let BaresipConfig {
         conf_dir,
         heard_dir,
-    } = baresip_config(wav, srtp, dir);
+    } = baresip_config_with(wav, srtp, codecs, dir);
     let out = Command::new(program("baresip"))
         .arg("-f")
         .arg(&conf_dir)
@@ -367,5 +390,65 @@ impl KamailioRegistrar {
     /// Everything Kamailio logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.child.log).unwrap_or_default()
+    }
+}
+
+/// What a pjsua2 call left behind.
+pub struct PjsuaCall {
+    pub output: String,
+    /// The last SIP status pjsua saw (200 for an answered call that ended normally).
+    pub code: Option<u16>,
+    /// What pjsua heard (its recorder's WAV), when media came up.
+    pub heard: Option<PathBuf>,
+}
+
+/// How pjsua2 calls: over TLS verifying the server against `ca` (else UDP), SRTP mandatory.
+#[derive(Clone, Copy)]
+pub struct PjsuaOptions<'a> {
+    pub tls_ca: Option<&'a Path>,
+    pub srtp: bool,
+}
+
+/// pjsua2 (the venv's `pjsua2-python`, `tests/peers/pjsua_call.py`) dials `uri`, plays `wav`
+/// (16-bit mono, 16 kHz suits its conference bridge) into the call, records what it hears and
+/// hangs up after `seconds`.
+pub fn pjsua_call(
+    uri: &str,
+    wav: &Path,
+    seconds: u32,
+    options: PjsuaOptions<'_>,
+    dir: &Path,
+) -> PjsuaCall {
+    let heard = dir.join("pjsua-heard.wav");
+    let mut cmd = Command::new(super::peer_path("venv/bin/python"));
+    cmd.arg(super::repo_root().join("tests/peers/pjsua_call.py"))
+        .arg(uri)
+        .arg(wav)
+        .arg(&heard)
+        .arg(free_port().to_string())
+        .arg(free_port_range(8).to_string())
+        .arg(seconds.to_string())
+        .current_dir(dir);
+    if let Some(ca) = options.tls_ca {
+        cmd.arg("--tls").arg(ca);
+    }
+    if options.srtp {
+        cmd.arg("--srtp");
+    }
+    let out = cmd.output().expect("run pjsua2");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("CODE "))
+        .and_then(|c| c.trim().parse().ok());
+    PjsuaCall {
+        code,
+        heard: heard.is_file().then_some(heard),
+        output,
     }
 }

@@ -294,10 +294,9 @@ fn busy_unacceptable_options_info_and_bad_requests() {
     let r = &parse_all(&t)[0];
     assert_eq!((r.code(), r.header("Retry-After")), (Some(503), Some("30")));
     // No common codec: 488.
-    let opus =
-        "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
+    let g722 = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 6000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
     ep.receive(
-        &request("INVITE", "z9hG4bKinv3", 1, None, opus, "c7"),
+        &request("INVITE", "z9hG4bKinv3", 1, None, g722, "c7"),
         CALLER.parse().unwrap(),
         Transport::Udp,
         now,
