@@ -244,11 +244,9 @@ impl HybridNlu {
 
 impl Nlu for HybridNlu {
     fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding {
-        match self.keyword.understand(text, allowed) {
-            Understanding::Unknown if model_may_decide(allowed) => {}
-            decided => return decided,
-        }
-        meaning(self.llm.classify(text, allowed), allowed)
+        hybrid(&mut self.keyword, text, allowed, || {
+            self.llm.classify(text, allowed)
+        })
     }
 }
 
@@ -271,16 +269,26 @@ impl SharedHybridNlu {
 
 impl Nlu for SharedHybridNlu {
     fn understand(&mut self, text: &str, allowed: &[&'static str]) -> Understanding {
-        match self.keyword.understand(text, allowed) {
-            Understanding::Unknown if model_may_decide(allowed) => {}
-            decided => return decided,
-        }
-        let label = self
-            .llm
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .classify(text, allowed);
-        meaning(label, allowed)
+        let llm = &self.llm;
+        hybrid(&mut self.keyword, text, allowed, || {
+            llm.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .classify(text, allowed)
+        })
+    }
+}
+
+/// The rules first; the model (`classify`) only for a turn they leave undecided on a step where
+/// it may decide.
+fn hybrid(
+    keyword: &mut KeywordNlu,
+    text: &str,
+    allowed: &[&'static str],
+    classify: impl FnOnce() -> Result<&'static str, LlmError>,
+) -> Understanding {
+    match keyword.understand(text, allowed) {
+        Understanding::Unknown if model_may_decide(allowed) => meaning(classify(), allowed),
+        decided => decided,
     }
 }
 
