@@ -112,8 +112,8 @@ fn main() {
             // The check: the call went through and every line got a reply.
             assert!(
                 finished == n && !heard.is_empty() && lines == n * script(PATIENTS[0]).len(),
-                "the harness's call did not complete\n--- carevoice ---\n{}",
-                clinic.log()
+                "the harness's call did not complete\n{}",
+                clinic.context()
             );
         }
     }
@@ -171,6 +171,12 @@ fn one_call(
     )
     .unwrap_or_else(|(spoken, why)| {
         eprintln!("call {call}: {why}");
+        // What the agent heard and said on it (the callers are synthetic: no PHI).
+        for t in clinic.audit_turns() {
+            if t["body"]["call_id"] == call.as_str() {
+                eprintln!("  turn {}: {}", t["body"]["turn"], t["transcript"]);
+            }
+        }
         spoken
     });
     result.lines_spoken = spoken.lines;

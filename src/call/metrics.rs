@@ -55,6 +55,7 @@ pub struct CallMetrics {
     ended: Family<OutcomeLabel, Counter>,
     barge_ins: Counter,
     turns: Counter,
+    early_turn_ends: Counter,
 }
 
 impl Default for CallMetrics {
@@ -69,6 +70,7 @@ impl Default for CallMetrics {
             ended: Family::default(),
             barge_ins: Counter::default(),
             turns: Counter::default(),
+            early_turn_ends: Counter::default(),
         }
     }
 }
@@ -103,6 +105,11 @@ impl CallMetrics {
                 "Caller turns answered",
                 m.turns.clone(),
             );
+            r.register(
+                "carevoice_early_turn_ends",
+                "Caller turns ended at a pause because what was said already answered the step",
+                m.early_turn_ends.clone(),
+            );
         }
         m
     }
@@ -126,6 +133,10 @@ impl CallMetrics {
 
     pub fn barge_in(&self) {
         self.barge_ins.inc();
+    }
+
+    pub fn early_turn_end(&self) {
+        self.early_turn_ends.inc();
     }
 
     pub fn turn(&self) {

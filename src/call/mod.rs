@@ -654,8 +654,26 @@ impl Live {
                         self.hearings.remove(i);
                         self.on_heard(turn, result, asr_ms).await;
                     }
-                    // Speculative: kept until the turn ends with this span (or is cancelled).
-                    None => self.hearings[i].result = Some((result, asr_ms)),
+                    // Speculative: kept until the turn ends with this span (or is cancelled),
+                    // or, when it is already a whole answer to the step ("yes", a full date of
+                    // birth) and the caller is still silent, the turn ends here instead of
+                    // waiting out the step's full end-of-turn silence.
+                    None => {
+                        let complete = result.as_ref().is_ok_and(|t| {
+                            !is_noise(&t.text) && self.engine.answer_complete(&t.text)
+                        });
+                        self.hearings[i].result = Some((result, asr_ms));
+                        if complete
+                            && self.speaking.is_none()
+                            && self.ending.is_none()
+                            && let Some((start_ms, end_ms)) =
+                                self.vad.endpointer().end_turn_now(span.1)
+                        {
+                            tracing::debug!("turn ended early: a whole answer");
+                            self.services.metrics.early_turn_end();
+                            self.on_turn_end(start_ms, end_ms).await;
+                        }
+                    }
                 }
             }
             Internal::Emr { reply, emr_ms, op } => {

@@ -14,7 +14,7 @@ use jiff::{Timestamp, Zoned};
 
 use super::flow::{ActionKind, Flow, SlotType, placeholders};
 use super::identity::{GateError, GateOutcome, IdentityGate};
-use super::nlu::{Emergency, Nlu, Topic, Understanding};
+use super::nlu::{Emergency, KeywordNlu, Nlu, Topic, Understanding};
 use super::parse::{self, PersonName, When};
 use super::phi::{PatientId, Verified};
 use crate::config::{ClinicConfig, DialogConfig};
@@ -189,6 +189,43 @@ impl Engine {
 
     pub fn ended(&self) -> bool {
         self.waiting == Waiting::Ended
+    }
+
+    /// Whether `text` is already a whole answer to what the step asks, so the speech layer may end
+    /// the caller's turn at a short pause instead of waiting out the step's full end-of-turn
+    /// silence (which is long on purpose where callers pause inside an answer: dates of birth,
+    /// messages). Only answers that cannot sensibly go on count: an emergency, a full name, a date
+    /// of birth with its year, a whole phone number, a yes or no, or a request the step acts on.
+    /// Days and times ("next Tuesday ... at three"), free text and digits wait for the silence.
+    /// Uses the keyword rules only (no model): it runs on every pause and decides nothing.
+    pub fn answer_complete(&self, text: &str) -> bool {
+        let text = text.trim();
+        if self.waiting != Waiting::Caller
+            || text.is_empty()
+            || text.chars().count() > self.dialog.max_turn_chars
+        {
+            return false;
+        }
+        let allowed = self.allowed();
+        let understanding = KeywordNlu.understand(text, &allowed);
+        if matches!(understanding, Understanding::Emergency(_)) {
+            return true;
+        }
+        let step = &self.flow.steps[self.step];
+        match step.collect.as_ref().map(|(_, kind)| *kind) {
+            Some(
+                kind @ (SlotType::PersonName
+                | SlotType::DateOfBirth
+                | SlotType::Phone
+                | SlotType::YesNo),
+            ) => self.parse_slot(kind, text).is_some(),
+            Some(_) => false,
+            None => match understanding {
+                Understanding::Intent(l) => step.on.contains_key(l) || self.flow.on.contains_key(l),
+                Understanding::Question(_) => true,
+                _ => false,
+            },
+        }
     }
 
     pub fn handle(&mut self, input: Input, now: Timestamp) -> Output {

@@ -9,7 +9,7 @@
 
 use jiff::civil::Date;
 
-use super::parse::{PersonName, name_key};
+use super::parse::{PersonName, answers_to, given_name_close, same_name};
 use super::phi::Verified;
 use crate::config::IdentityFactors;
 use crate::emr::{EmrError, PatientMatch, PatientQuery, PatientRecord};
@@ -116,16 +116,11 @@ impl IdentityGate {
             Ok(PatientMatch::One(record)) => record,
             Ok(PatientMatch::None | PatientMatch::Several(_)) => return self.fail(),
         };
-        let given = name_key(&check.given);
-        let family = name_key(&check.family);
-        let name_ok = record.given.matches(|g| {
-            // "Mary Ann" on file matches "Mary"
-            let on_file = name_key(g);
-            on_file == given
-                || g.split_whitespace()
-                    .next()
-                    .is_some_and(|first| name_key(first) == given)
-        }) && record.family.matches(|f| name_key(f) == family);
+        // The given name as it sounds ("Marie" heard for "Maria"); the family name exactly.
+        let name_ok = record
+            .given
+            .matches(|g| answers_to(&check.given, g, given_name_close))
+            && record.family.matches(|f| same_name(f, &check.family));
         let dob_ok = record.birth_date.matches(|d| *d == check.dob);
         let phone_ok = match self.factors {
             IdentityFactors::NameDob => true,
@@ -213,6 +208,24 @@ mod tests {
             gate.begin(&name("Maria", "Garcia"), dob, None).unwrap_err(),
             GateError::AlreadyVerified
         );
+    }
+
+    #[test]
+    fn a_given_name_heard_as_it_sounds_verifies_but_not_another_family_name() {
+        let dob = date(1992, 11, 30);
+        let maria = || {
+            Ok(PatientMatch::One(Box::new(record(
+                "m", "Maria", "Garcia", dob, "",
+            ))))
+        };
+        let mut gate = IdentityGate::new(IdentityFactors::NameDob, 3);
+        gate.begin(&name("Marie", "Garcia"), dob, None).unwrap();
+        assert!(matches!(gate.finish(maria()), GateOutcome::Verified(_)));
+        let mut gate = IdentityGate::new(IdentityFactors::NameDob, 3);
+        gate.begin(&name("Maria", "Garcie"), dob, None).unwrap();
+        assert!(matches!(gate.finish(maria()), GateOutcome::Failed));
+        gate.begin(&name("Mark", "Garcia"), dob, None).unwrap();
+        assert!(matches!(gate.finish(maria()), GateOutcome::Failed));
     }
 
     #[test]

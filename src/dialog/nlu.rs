@@ -161,6 +161,9 @@ const MEDICAL: &[&str] = &[
     "allergic reaction",
     "emergency",
     "dying",
+    "ambulance",
+    "call 911",
+    "call nine one one",
 ];
 
 const CRISIS: &[&str] = &[
@@ -606,6 +609,8 @@ mod tests {
             "my chest feels really tight and my arm is numb",
             "i took too many pills",
             "my dad just collapsed and isn't waking up",
+            "I need an ambulance",
+            "please call 911",
             "my husband can't breathe",
             "I want to hurt myself",
             "um i think i'm having a heart attack",

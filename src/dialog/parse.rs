@@ -623,6 +623,35 @@ pub fn name_key(name: &str) -> String {
         .collect()
 }
 
+/// Whether the given name(s) on file answer to `heard` under `same`: the whole of them, or the
+/// first ("Mary Ann" on file answers to "Mary").
+pub fn answers_to(heard: &str, on_file: &str, same: fn(&str, &str) -> bool) -> bool {
+    same(heard, on_file)
+        || on_file
+            .split_whitespace()
+            .next()
+            .is_some_and(|first| same(heard, first))
+}
+
+/// The same name by [`name_key`].
+pub fn same_name(a: &str, b: &str) -> bool {
+    name_key(a) == name_key(b)
+}
+
+/// Whether a given name heard on the phone may be the one on file: the same by [`name_key`], or,
+/// for names of three letters or more, one edit apart with the same first letter ("Marie" for
+/// "Maria", "Jon" for "John"): the recognizer spells names the way they sound. The family name
+/// and the date of birth are still compared exactly, so this does not widen who can verify.
+pub fn given_name_close(heard: &str, on_file: &str) -> bool {
+    let (heard, on_file) = (name_key(heard), name_key(on_file));
+    if heard == on_file {
+        return true;
+    }
+    heard.chars().count().min(on_file.chars().count()) >= 3
+        && heard.chars().next() == on_file.chars().next()
+        && strsim::damerau_levenshtein(&heard, &on_file) <= 1
+}
+
 /// Part of a day a caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DayPart {

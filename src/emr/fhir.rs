@@ -14,6 +14,7 @@ use jiff::civil::Date;
 use super::breaker::Breaker;
 use super::*;
 use crate::config::{EmrAuth, EmrConfig, JwtAlgorithm};
+use crate::dialog::parse::{answers_to, given_name_close, same_name};
 
 /// One FHIR interaction, for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,16 +297,15 @@ impl Emr for FhirEmr {
                 "Patient",
                 true,
                 |v: &Vec<carevoice_fhir::PatientInfo>| v.iter().map(|p| p.id.clone()).collect(),
+                // Every record with this family name and birth date; the given name narrows
+                // them below, where a name heard as it sounds may still match.
                 || {
-                    self.client.find_patients(
-                        &query.family,
-                        &query.given,
-                        &birth,
-                        query.phone.as_deref(),
-                    )
+                    self.client
+                        .find_patients(&query.family, "", &birth, query.phone.as_deref())
                 },
             )
             .await?;
+        let found = narrow_by_given(found, &query.given);
         Ok(match found.len() {
             0 => PatientMatch::None,
             1 => {
@@ -496,5 +496,57 @@ impl EmrObserver for crate::audit::AuditLog {
                 tracing::error!("audit: FHIR access not recorded: the audit writer has stopped");
             }
         }
+    }
+}
+
+/// The records whose given name is the one heard; when none is, the ones whose given name may be
+/// it as the recognizer spelled it ("Marie" for "Maria"). Twins with one family name and birth
+/// date stay apart: an exact match wins, and two close ones stay two (not verified).
+fn narrow_by_given(
+    found: Vec<carevoice_fhir::PatientInfo>,
+    given: &str,
+) -> Vec<carevoice_fhir::PatientInfo> {
+    let (exact, others): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|p| answers_to(given, &p.given, same_name));
+    if !exact.is_empty() {
+        return exact;
+    }
+    others
+        .into_iter()
+        .filter(|p| answers_to(given, &p.given, given_name_close))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient(id: &str, given: &str) -> carevoice_fhir::PatientInfo {
+        carevoice_fhir::PatientInfo {
+            id: id.into(),
+            given: given.into(),
+            family: "Garcia".into(),
+            birth_date: Some("1992-11-30".into()),
+            phones: vec![],
+        }
+    }
+
+    fn ids(found: Vec<carevoice_fhir::PatientInfo>) -> Vec<String> {
+        found.into_iter().map(|p| p.id).collect()
+    }
+
+    #[test]
+    fn the_given_name_narrows_exactly_first_then_as_it_sounds() {
+        let twins = || vec![patient("a", "Maria"), patient("b", "Mario")];
+        assert_eq!(ids(narrow_by_given(twins(), "Maria")), ["a"]);
+        assert_eq!(ids(narrow_by_given(twins(), "mario")), ["b"]);
+        // close to both: both stay, and two matches verify nobody
+        assert_eq!(ids(narrow_by_given(twins(), "Marie")), ["a", "b"]);
+        assert_eq!(
+            ids(narrow_by_given(vec![patient("a", "Maria Luisa")], "Marie")),
+            ["a"]
+        );
+        assert!(narrow_by_given(twins(), "Elena").is_empty());
     }
 }

@@ -135,6 +135,22 @@ impl Endpointer {
         self.started
     }
 
+    /// Ends the caller's turn now, before the end-of-turn silence, when the caller is still
+    /// silent after the speech that ended at `speech_end_ms` (the `Pause` the dialog judged a
+    /// whole answer). Returns the turn's span as `TurnEnd` would, or `None` when the caller has
+    /// spoken again since (the turn goes on) or no turn is open.
+    pub fn end_turn_now(&mut self, speech_end_ms: u64) -> Option<(u64, u64)> {
+        if !self.started || self.silence_ms == 0 || self.last_speech_end_ms != speech_end_ms {
+            return None;
+        }
+        let span = (self.start_ms.unwrap_or(0), self.last_speech_end_ms);
+        self.start_ms = None;
+        self.started = false;
+        self.speech_ms = 0;
+        self.silence_ms = 0;
+        Some(span)
+    }
+
     /// Feeds the probability of the next `window_ms` of audio.
     pub fn feed(&mut self, prob: f32, window_ms: u64, out: &mut Vec<VadEvent>) {
         let window_start = self.now_ms;
@@ -420,6 +436,33 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, VadEvent::Pause { .. }))
         );
+    }
+
+    #[test]
+    fn a_turn_ends_at_a_pause_only_while_the_caller_stays_silent() {
+        let mut e = Endpointer::new(EndpointParams::default());
+        let mut out = Vec::new();
+        let feed = |e: &mut Endpointer, spec: &[(f32, usize)], out: &mut Vec<VadEvent>| {
+            for &x in &probs(spec) {
+                e.feed(x, 32, out);
+            }
+        };
+        // Nothing open: nothing to end.
+        assert_eq!(e.end_turn_now(0), None);
+        feed(&mut e, &[(0.9, 10), (0.0, 9)], &mut out);
+        let pause = out.iter().find_map(|ev| match ev {
+            VadEvent::Pause { start_ms, end_ms } => Some((*start_ms, *end_ms)),
+            _ => None,
+        });
+        assert_eq!(pause, Some((0, 320)));
+        // The caller spoke again after the pause: the turn goes on.
+        feed(&mut e, &[(0.9, 5), (0.0, 2)], &mut out);
+        assert_eq!(e.end_turn_now(320), None);
+        // Silent since the last speech: the turn ends now, and not again at the full silence.
+        assert_eq!(e.end_turn_now(768), Some((0, 768)));
+        out.clear();
+        feed(&mut e, &[(0.0, 40)], &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

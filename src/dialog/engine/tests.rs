@@ -1000,3 +1000,67 @@ fn identity_switch_after_verification_goes_to_staff() {
         );
     }
 }
+
+// ----- ending a turn early -----
+
+#[test]
+fn only_answers_that_cannot_go_on_end_the_turn_at_a_pause() {
+    let mut clinic = Clinic::new();
+    let mut engine = engine();
+    let mut call = Call {
+        lines: vec![],
+        end: None,
+        verified: None,
+    };
+    let mut say = |engine: &mut Engine, clinic: &mut Clinic, line: &str| {
+        let out = engine.handle(Input::Speech(line.into()), now());
+        drive(engine, clinic, out, &mut call);
+    };
+    let out = engine.start(now());
+    drive(
+        &mut engine,
+        &mut clinic,
+        out,
+        &mut Call {
+            lines: vec![],
+            end: None,
+            verified: None,
+        },
+    );
+    // the menu: a request or a question the step acts on, or an emergency
+    assert!(engine.answer_complete("hi I'd like to book an appointment"));
+    assert!(engine.answer_complete("what are your hours"));
+    assert!(engine.answer_complete("I have chest pain"));
+    assert!(!engine.answer_complete("well I was wondering"));
+    assert!(!engine.answer_complete("   "));
+    say(
+        &mut engine,
+        &mut clinic,
+        "hi I'd like to book an appointment",
+    );
+    assert_eq!(engine.current_step(), "ask_name");
+    // a first name alone may go on
+    assert!(!engine.answer_complete("my name is John"));
+    assert!(engine.answer_complete("John Smith"));
+    say(&mut engine, &mut clinic, "John Smith");
+    assert_eq!(engine.current_step(), "ask_dob");
+    assert!(!engine.answer_complete("March third"));
+    assert!(engine.answer_complete("March third nineteen seventy-five"));
+    assert!(engine.answer_complete("I'm having a heart attack"));
+    say(
+        &mut engine,
+        &mut clinic,
+        "March third nineteen seventy-five",
+    );
+    assert_eq!(engine.current_step(), "book_when");
+    // "next Tuesday ... afternoon": a day waits for the step's silence
+    assert!(!engine.answer_complete("next Tuesday"));
+    say(&mut engine, &mut clinic, "next Tuesday afternoon");
+    assert_eq!(engine.current_step(), "book_confirm");
+    assert!(engine.answer_complete("yes please"));
+    assert!(!engine.answer_complete("hmm let me think"));
+    // nothing is complete once the call is over
+    say(&mut engine, &mut clinic, "I need an ambulance");
+    assert!(engine.ended());
+    assert!(!engine.answer_complete("yes"));
+}

@@ -312,6 +312,27 @@ fn spelled_and_spoken_names() {
 }
 
 #[test]
+fn given_names_heard_as_they_sound_match_the_one_on_file() {
+    for (heard, on_file) in [
+        ("Marie", "Maria"),
+        ("Jon", "John"),
+        ("ann", "Anna"),
+        ("Mary-Ann", "maryann"),
+    ] {
+        assert!(given_name_close(heard, on_file), "{heard} / {on_file}");
+    }
+    // another first letter, two edits, or too short to tell apart
+    for (heard, on_file) in [
+        ("Katherine", "Catherine"),
+        ("Steven", "Stephen"),
+        ("Marco", "Maria"),
+        ("Al", "Ab"),
+    ] {
+        assert!(!given_name_close(heard, on_file), "{heard} / {on_file}");
+    }
+}
+
+#[test]
 fn generated_names_spoken_and_spelled() {
     let given = [
         "John", "Maria", "Aisha", "Wei", "Olga", "Pat", "Deshawn", "Lena",
