@@ -27,23 +27,37 @@ use support::clinic::LiveClinic;
 use support::patient::{self, Line, WAITING};
 use support::phone::{Phone, reply_latencies};
 
-/// Seeded demo patients (src/emr/seed.rs) as a caller would say them.
-const PATIENTS: &[(&str, &str)] = &[
+/// Seeded demo patients (src/emr/seed.rs) as a caller would say them: name, date of birth, and
+/// the time they ask for (spread over the week, as real callers' are).
+const PATIENTS: &[Patient] = &[
     (
         "My name is Anna Smith.",
         "March third, nineteen seventy five.",
+        "Next Tuesday afternoon.",
     ),
-    ("My name is John Doe.", "July fourteenth, nineteen eighty."),
+    (
+        "My name is John Doe.",
+        "July fourteenth, nineteen eighty.",
+        "Next Wednesday morning.",
+    ),
     (
         "My name is Maria Garcia.",
         "November thirtieth, nineteen ninety two.",
+        "Next Thursday afternoon.",
     ),
     (
         "My name is Robert Johnson.",
         "January twenty second, nineteen sixty five.",
+        "Next Monday morning.",
     ),
-    ("My name is Emily Nguyen.", "May ninth, two thousand one."),
+    (
+        "My name is Emily Nguyen.",
+        "May ninth, two thousand one.",
+        "Next Friday morning.",
+    ),
 ];
+
+type Patient = (&'static str, &'static str, &'static str);
 
 /// What one call gave.
 struct CallResult {
@@ -62,7 +76,6 @@ fn main() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let clinic = LiveClinic::start("max_calls = 64", "");
     println!(
         "machine: {} cores; server: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -70,6 +83,9 @@ fn main() {
     );
     let dial = Mutex::new(());
     for &n in &levels {
+        // A fresh server and FHIR server per level: the schedule's open slots and the server's
+        // peak memory are then those of this level alone.
+        let clinic = LiveClinic::start("max_calls = 64", "");
         let started = Instant::now();
         let results: Vec<CallResult> = std::thread::scope(|s| {
             let calls: Vec<_> = (0..n)
@@ -119,12 +135,12 @@ fn main() {
     }
 }
 
-fn script((name, dob): (&'static str, &'static str)) -> Vec<Line> {
+fn script((name, dob, when): Patient) -> Vec<Line> {
     patient::script(&[
         ("how_can_i_help", "I would like to book an appointment."),
         ("ask_name", name),
         ("ask_dob", dob),
-        ("book_when|book_when_again", "Next Tuesday afternoon."),
+        ("book_when|book_when_again", when),
         ("book_confirm", "Yes, please."),
         ("anything_else", "No, that's all. Thank you."),
     ])
@@ -132,11 +148,7 @@ fn script((name, dob): (&'static str, &'static str)) -> Vec<Line> {
 
 /// One patient books. Dialling and telling which server call is ours happen under `dial`, so
 /// concurrent callers start a moment apart (as real calls do) and each knows its call id.
-fn one_call(
-    clinic: &LiveClinic,
-    dial: &Mutex<()>,
-    patient: (&'static str, &'static str),
-) -> CallResult {
+fn one_call(clinic: &LiveClinic, dial: &Mutex<()>, patient: Patient) -> CallResult {
     let dir = tempfile::tempdir().unwrap();
     let lines = script(patient);
     let wavs = patient::voice(&lines, dir.path());

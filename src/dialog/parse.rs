@@ -106,6 +106,41 @@ fn ordinal_word(w: &str) -> Option<u32> {
 }
 
 /// `3rd`, `21st`, `2nd`, `4th` -> the number.
+/// A day of the month written as a Roman numeral ("iii"), as the recognizer sometimes writes
+/// an ordinal after a month.
+fn roman_day(w: &str) -> Option<u32> {
+    if w.is_empty() || w.len() > 6 || !w.bytes().all(|b| matches!(b, b'i' | b'v' | b'x')) {
+        return None;
+    }
+    let value = |b: u8| match b {
+        b'i' => 1,
+        b'v' => 5,
+        _ => 10,
+    };
+    let bytes = w.as_bytes();
+    let mut total = 0i32;
+    for (k, &b) in bytes.iter().enumerate() {
+        let v = value(b);
+        match bytes.get(k + 1) {
+            Some(&n) if value(n) > v => total -= v,
+            _ => total += v,
+        }
+    }
+    let total = u32::try_from(total).ok()?;
+    // Only the canonical spelling, so "iiii" or "vx" are not days.
+    let canonical = |mut n: u32| {
+        let mut out = String::new();
+        for (v, r) in [(10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")] {
+            while n >= v {
+                out.push_str(r);
+                n -= v;
+            }
+        }
+        out
+    };
+    ((1..=31).contains(&total) && canonical(total) == w).then_some(total)
+}
+
 fn ordinal_digits(w: &str) -> Option<u32> {
     for suffix in ["st", "nd", "rd", "th"] {
         if let Some(n) = w.strip_suffix(suffix)
@@ -156,8 +191,23 @@ fn tokenize_numbers(text: &str) -> Vec<Tok> {
     while i < ws.len() {
         let w = ws[i].as_str();
         let next = ws.get(i + 1).map(String::as_str);
+        let after_month = matches!(out.last(), Some(Tok::Month(_)));
         if let Some(m) = month(w) {
             out.push(Tok::Month(m));
+            i += 1;
+        } else if w == "mark"
+            && next.is_some_and(|n| {
+                ordinal_digits(n).is_some()
+                    || ordinal_word(n).is_some()
+                    || roman_day(n).is_some()
+                    || n.bytes().all(|b| b.is_ascii_digit())
+            })
+        {
+            // The recognizer hears "March third" as "Mark III" now and then.
+            out.push(Tok::Month(3));
+            i += 1;
+        } else if let Some(d) = roman_day(w).filter(|_| after_month) {
+            out.push(Tok::Ord(d));
             i += 1;
         } else if let Some(o) = ordinal_digits(w) {
             out.push(Tok::Ord(o));

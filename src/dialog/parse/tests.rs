@@ -206,10 +206,20 @@ fn dates_of_birth_hand_written() {
         ("1/2/1960", date(1960, 1, 2)),
         ("Jan 2 1960", date(1960, 1, 2)),
         ("sept 30 1988", date(1988, 9, 30)),
+        // as the recognizer sometimes writes them
+        ("Mark III, 1975.", date(1975, 3, 3)),
+        ("mark 3rd 1975", date(1975, 3, 3)),
+        ("July XIV, 1980", date(1980, 7, 14)),
+        ("May IX 2001", date(2001, 5, 9)),
+        ("June XXIV 1990", date(1990, 6, 24)),
     ];
     for (text, want) in cases {
         assert_eq!(date_of_birth(text, TODAY), Some(*want), "{text:?}");
     }
+    // "Mark" is a name, and a Roman numeral away from a month is no day
+    assert_eq!(date_of_birth("Mark Smith 1975", TODAY), None);
+    assert_eq!(date_of_birth("III 1975", TODAY), None);
+    assert_eq!(date_of_birth("March IIII 1975", TODAY), None);
 }
 
 #[test]
