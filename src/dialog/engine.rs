@@ -195,8 +195,9 @@ impl Engine {
     /// the caller's turn at a short pause instead of waiting out the step's full end-of-turn
     /// silence (which is long on purpose where callers pause inside an answer: dates of birth,
     /// messages). Only answers that cannot sensibly go on count: an emergency, a full name, a date
-    /// of birth with its year, a whole phone number, a yes or no, or a request the step acts on.
-    /// Days and times ("next Tuesday ... at three"), free text and digits wait for the silence.
+    /// of birth with its year, a whole phone number, a yes or no, a day with a time of day, or a
+    /// request the step acts on. A day alone ("next Tuesday ..."), free text and digits wait for
+    /// the silence.
     /// Uses the keyword rules only (no model): it runs on every pause and decides nothing.
     pub fn answer_complete(&self, text: &str) -> bool {
         let text = text.trim();
@@ -219,6 +220,10 @@ impl Engine {
                 | SlotType::Phone
                 | SlotType::YesNo),
             ) => self.parse_slot(kind, text).is_some(),
+            // "next Tuesday afternoon", "tomorrow at ten": a day alone may go on
+            Some(SlotType::DateTime) => {
+                parse::when(text, self.today()).is_some_and(|w| w.time.is_some())
+            }
             Some(_) => false,
             None => match understanding {
                 Understanding::Intent(l) => step.on.contains_key(l) || self.flow.on.contains_key(l),

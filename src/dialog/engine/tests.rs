@@ -1053,8 +1053,9 @@ fn only_answers_that_cannot_go_on_end_the_turn_at_a_pause() {
         "March third nineteen seventy-five",
     );
     assert_eq!(engine.current_step(), "book_when");
-    // "next Tuesday ... afternoon": a day waits for the step's silence
+    // "next Tuesday ... afternoon": a day alone waits for the step's silence
     assert!(!engine.answer_complete("next Tuesday"));
+    assert!(engine.answer_complete("next Tuesday afternoon"));
     say(&mut engine, &mut clinic, "next Tuesday afternoon");
     assert_eq!(engine.current_step(), "book_confirm");
     assert!(engine.answer_complete("yes please"));
