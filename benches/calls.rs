@@ -1,8 +1,8 @@
 //! The call harness: N concurrent scripted patients call `carevoice serve` (real models, the
 //! default flow, a seeded local FHIR server) from baresip and book an appointment. Each patient
-//! answers the question the agent waits on (the server's "waiting for the caller" log event for
-//! that call names the flow step), and says it again when asked again, as a person would
-//! (tests/support/patient.rs).
+//! answers the question the agent waits on (a `waiting` event on the server's call feed,
+//! `GET /calls/events` on the admin port, names the flow step), and says it again when asked
+//! again, as a person would (tests/support/patient.rs).
 //!
 //! Reported per concurrency level:
 //! - voice-to-voice latency heard on the wire: from the end of each caller line to the first
@@ -206,7 +206,7 @@ fn one_call(clinic: &LiveClinic, dial: &Mutex<()>, patient: Patient) -> CallResu
     result.lines_spoken = spoken.lines;
     result.repeats = spoken.repeats;
     result.finished = !clinic
-        .wait_call_events(&call, "call finished", 1, Duration::from_secs(120))
+        .wait_feed("finished", Some(&call), 1, Duration::from_secs(120))
         .is_empty();
     result.latencies_ms = phone
         .recordings()
@@ -219,9 +219,9 @@ fn one_call(clinic: &LiveClinic, dial: &Mutex<()>, patient: Patient) -> CallResu
 
 fn call_ids(clinic: &LiveClinic) -> BTreeSet<String> {
     clinic
-        .events(WAITING)
+        .feed_of(WAITING, None)
         .iter()
-        .filter_map(|e| e["span"]["call"].as_str().map(str::to_string))
+        .filter_map(|e| e["call"].as_str().map(str::to_string))
         .collect()
 }
 

@@ -16,6 +16,7 @@ use crate::store::Store;
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub store: Store,
+    pub call_events: Arc<crate::call::events::CallEvents>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -23,6 +24,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/calls/events", get(call_events))
         .with_state(state)
 }
 
@@ -35,6 +37,27 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+/// Call progress after sequence number `after`, as JSON lines (flow step ids and outcomes only).
+async fn call_events(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<After>,
+) -> Response {
+    let mut body = String::new();
+    for e in state.call_events.after(q.after) {
+        if let Ok(line) = serde_json::to_string(&e) {
+            body.push_str(&line);
+            body.push('\n');
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/jsonl")], body).into_response()
 }
 
 async fn healthz(State(state): State<AdminState>) -> Response {

@@ -7,6 +7,7 @@ pub mod call;
 pub mod config;
 pub mod dialog;
 pub mod emr;
+pub mod inference;
 pub mod media;
 pub mod metrics;
 pub mod models;

@@ -382,7 +382,9 @@ async fn call_text(
         None => Dialog::from_config(config)?,
     };
     let (emr, db, audit) = dialog_emr(config).await?;
-    let transcript = call::run_script(dialog.engine(from), &emr, &lines).await;
+    let understanding = dialog.understanding_service(None)?;
+    let transcript =
+        call::run_script(dialog.engine(from), &emr, Some(&understanding), &lines).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&transcript)?);
     } else {
@@ -410,7 +412,9 @@ async fn flows_preview(config: &Config, file: &Path, from: Option<String>) -> Re
     use std::io::{BufRead, IsTerminal, Write};
     let dialog = Dialog::with_flow_file(config, file)?;
     let (emr, db, audit) = dialog_emr(config).await?;
-    let mut session = call::Session::new(dialog.engine(from), &emr);
+    let understanding = dialog.understanding_service(None)?;
+    let mut session =
+        call::Session::new(dialog.engine(from), &emr).with_understanding(&understanding);
     let interactive = std::io::stdin().is_terminal();
     let print = |lines: &[call::Line]| {
         for l in lines.iter().filter(|l| l.who == "agent") {

@@ -48,6 +48,8 @@ pub struct Server {
     sip: Option<crate::sip::transport::SipServer>,
     /// The speech engines, when `speech.enabled`.
     speech: Option<Arc<crate::speech::Engines>>,
+    /// Call progress, served on the admin port.
+    call_events: Arc<crate::call::events::CallEvents>,
 }
 
 impl Server {
@@ -92,21 +94,27 @@ impl Server {
         } else {
             None
         };
+        let call_events = Arc::new(crate::call::events::CallEvents::default());
         // With speech on, SIP calls get the live pipeline; otherwise the greeting WAV.
         if let (Some(sip), Some(engines)) = (sip.as_mut(), speech.as_ref()) {
+            let dialog = Arc::new(crate::dialog::Dialog::from_config(&config)?);
+            let understanding = dialog
+                .understanding_service(Some(metrics.registry_mut()))
+                .map_err(|e| ServerError::Pipeline(e.to_string()))?;
             let services = Arc::new(crate::call::CallServices {
                 engines: engines.clone(),
                 emr: Arc::new(crate::emr::fhir::FhirEmr::new(
                     &config.emr,
                     Arc::new(audit.log.clone()),
                 )?),
-                dialog: Arc::new(crate::dialog::Dialog::from_config(&config)?),
+                dialog,
+                understanding,
                 call: config.call.clone(),
                 store: store.clone(),
                 audit: audit.clone(),
                 metrics: crate::call::metrics::CallMetrics::new(Some(metrics.registry_mut())),
+                events: call_events.clone(),
                 instance: instance.clone(),
-                dialer: Some(sip.handle()),
             });
             let warm = services.clone();
             let started = std::time::Instant::now();
@@ -134,6 +142,7 @@ impl Server {
             audit,
             sip,
             speech,
+            call_events,
         })
     }
 
@@ -160,6 +169,7 @@ impl Server {
         let router = admin::router(AdminState {
             metrics: self.metrics.clone(),
             store: self.store.clone(),
+            call_events: self.call_events.clone(),
         });
         if let Some(addr) = self.admin_addr() {
             tracing::info!(%addr, "admin HTTP listening (/metrics, /healthz)");

@@ -216,14 +216,14 @@ fn converse_beside(
         }
     };
     let mut phone = Phone::dial(&uri, srtp, dir);
-    let first = clinic.wait_events(patient::WAITING, 1, Duration::from_secs(90));
+    let first = clinic.wait_feed(patient::WAITING, None, 1, Duration::from_secs(90));
     assert!(
         !first.is_empty(),
         "no greeting\n--- baresip ---\n{}\n--- carevoice ---\n{}",
         phone.log(),
         clinic.log()
     );
-    let call = first[0]["span"]["call"].as_str().unwrap().to_string();
+    let call = first[0]["call"].as_str().unwrap().to_string();
     meanwhile();
     match patient::answer(
         clinic,
@@ -241,7 +241,7 @@ fn converse_beside(
         ),
     }
     // The agent ends the call (goodbye, or a transfer).
-    let ended = clinic.wait_call_events(&call, "call finished", 1, Duration::from_secs(90));
+    let ended = clinic.wait_feed("finished", Some(&call), 1, Duration::from_secs(90));
     let (heard, log) = phone.finish();
     assert!(
         !ended.is_empty() && !heard.is_empty(),
@@ -373,7 +373,7 @@ fn a_patient_books_an_appointment_by_phone() {
         .filter(|t| t["body"]["call_id"] == talk.call.as_str())
         .count();
     assert_eq!(audited, turns.len(), "audit call_turn records\n{context}");
-    let ended = clinic.call_events(&talk.call, "call finished");
+    let ended = clinic.feed_of("finished", Some(&talk.call));
     assert_eq!(ended[0]["outcome"], "completed", "{context}");
     // (The SIP layer logs the answer before the call's span exists; the sipp calls beside it
     // are plain RTP.)
@@ -549,7 +549,7 @@ fn an_impostor_hears_no_phi_and_is_escalated() {
             talk.said
         );
     }
-    let ended = clinic.call_events(&talk.call, "call finished");
+    let ended = clinic.feed_of("finished", Some(&talk.call));
     assert_eq!(ended[0]["outcome"], "callback", "{context}");
 }
 
@@ -568,11 +568,11 @@ fn a_caller_interrupts_the_greeting_and_is_answered() {
         dir.path(),
     );
     // Talk over the greeting (about fourteen seconds long) four seconds into it.
-    let answered = clinic.wait_events("answering call", 1, Duration::from_secs(30));
+    let answered = clinic.wait_feed("answered", None, 1, Duration::from_secs(30));
     assert!(!answered.is_empty(), "{}", clinic.log());
     std::thread::sleep(Duration::from_secs(4));
     phone.play(&line);
-    let waiting = clinic.wait_events("waiting for the caller", 1, Duration::from_secs(90));
+    let waiting = clinic.wait_feed("waiting", None, 1, Duration::from_secs(90));
     assert!(!waiting.is_empty(), "{}", clinic.log());
     std::thread::sleep(Duration::from_secs(1));
     let (sent, heard) = phone.recordings().expect("recordings");
@@ -659,11 +659,11 @@ fn pressing_zero_transfers_the_caller_to_the_front_desk() {
         false,
         dir.path(),
     );
-    let first = clinic.wait_events("waiting for the caller", 1, Duration::from_secs(90));
+    let first = clinic.wait_feed("waiting", None, 1, Duration::from_secs(90));
     assert!(!first.is_empty(), "{}", clinic.log());
     phone.press('0');
     let staff_ok = staff.wait(Duration::from_secs(120));
-    let ended = clinic.wait_events("call finished", 1, Duration::from_secs(60));
+    let ended = clinic.wait_feed("finished", None, 1, Duration::from_secs(60));
     let (files, log) = phone.finish();
     let context = format!(
         "--- baresip ---\n{log}\n--- staff ---\n{}\n--- carevoice ---\n{}",
@@ -711,7 +711,7 @@ fn a_caller_whose_phone_cannot_transfer_is_bridged_to_the_front_desk() {
         dir.path(),
     );
     let staff_ok = staff.wait(Duration::from_secs(30));
-    let ended = clinic.wait_events("call finished", 1, Duration::from_secs(30));
+    let ended = clinic.wait_feed("finished", None, 1, Duration::from_secs(30));
     let context = format!(
         "--- caller ---\n{}\n--- staff ---\n{}\n--- carevoice ---\n{}",
         caller.output,

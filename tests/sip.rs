@@ -672,7 +672,7 @@ impl CallHandler for TransferringHandler {
             }
             tokio::time::sleep(after).await;
             let _ = results.send(control.transfer(&target).await);
-            while let Some(ev) = edge.events.recv().await {
+            while let Some(ev) = edge.recv().await {
                 if ev == CallerEvent::Ended {
                     break;
                 }
@@ -979,7 +979,7 @@ fn dials_out_to_a_sipp_uas_and_hears_the_echo() {
         });
         let mut loud_frames = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, edge.events.recv()).await {
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, edge.recv()).await {
             if let CallerEvent::Audio(pcm) = ev {
                 let rms = (pcm.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / pcm.len() as f64)
                     .sqrt();
@@ -990,9 +990,7 @@ fn dials_out_to_a_sipp_uas_and_hears_the_echo() {
         }
         edge.hangup().await;
         let mut ended = false;
-        while let Ok(Some(ev)) =
-            tokio::time::timeout(Duration::from_secs(5), edge.events.recv()).await
-        {
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), edge.recv()).await {
             if ev == CallerEvent::Ended {
                 ended = true;
                 break;
@@ -1041,7 +1039,7 @@ fn sent_rfc4733_digits_come_back_through_sipp_echo() {
         }
         let mut digits = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, edge.events.recv()).await {
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, edge.recv()).await {
             if let CallerEvent::Dtmf { digit, source } = ev {
                 assert_eq!(source, carevoice::media::DtmfSource::Rfc4733);
                 digits.push(digit);
@@ -1121,7 +1119,7 @@ impl CallHandler for HoldingHandler {
         let ended = self.ended.clone();
         tokio::spawn(async move {
             let mut edge = call.edge;
-            while let Some(ev) = edge.events.recv().await {
+            while let Some(ev) = edge.recv().await {
                 if ev == CallerEvent::Ended {
                     break;
                 }

@@ -41,12 +41,12 @@ pub async fn run(
     tokio::pin!(deadline);
     let end = loop {
         tokio::select! {
-            event = caller.events.recv() => {
+            event = caller.recv() => {
                 if !stats.count(pass(event, staff).await, Way::ToStaff) {
                     break BridgeEnd::CallerHungUp;
                 }
             }
-            event = staff.events.recv() => {
+            event = staff.recv() => {
                 if !stats.count(pass(event, caller).await, Way::ToCaller) {
                     break BridgeEnd::StaffHungUp;
                 }
@@ -117,7 +117,7 @@ async fn pass(event: Option<CallerEvent>, to: &MediaEdge) -> Passed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::DtmfSource;
+    use crate::media::{CallerSignal, DtmfSource};
 
     #[tokio::test]
     async fn carries_audio_and_digits_both_ways_and_hangs_up_the_other_side() {
@@ -127,21 +127,13 @@ mod tests {
             let r = run(&mut caller, &mut staff, Duration::from_secs(10)).await;
             (r, caller, staff)
         });
-        caller_peer
-            .events
-            .send(CallerEvent::Audio(vec![1; 320]))
-            .await
-            .unwrap();
+        caller_peer.audio.send(vec![1; 320]).await.unwrap();
         assert_eq!(staff_peer.play.recv().await.unwrap(), vec![1; 320]);
-        staff_peer
-            .events
-            .send(CallerEvent::Audio(vec![2; 320]))
-            .await
-            .unwrap();
+        staff_peer.audio.send(vec![2; 320]).await.unwrap();
         assert_eq!(caller_peer.play.recv().await.unwrap(), vec![2; 320]);
         caller_peer
-            .events
-            .send(CallerEvent::Dtmf {
+            .signals
+            .send(CallerSignal::Dtmf {
                 digit: '5',
                 source: DtmfSource::Rfc4733,
             })
@@ -151,7 +143,7 @@ mod tests {
             staff_peer.control.recv().await,
             Some(crate::media::Control::Dtmf('5'))
         );
-        staff_peer.events.send(CallerEvent::Ended).await.unwrap();
+        staff_peer.signals.send(CallerSignal::Ended).await.unwrap();
         let ((end, stats), _caller, _staff) = bridge.await.unwrap();
         assert_eq!(end, BridgeEnd::StaffHungUp);
         assert_eq!(

@@ -25,6 +25,20 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Endpointing,
+        Stage::Asr,
+        Stage::Nlu,
+        Stage::Emr,
+        Stage::TtsFirstAudio,
+        Stage::Reply,
+    ];
+
+    /// The stage named `name` (as [`Stage::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Endpointing => "endpointing",
@@ -56,6 +70,7 @@ pub struct CallMetrics {
     barge_ins: Counter,
     turns: Counter,
     early_turn_ends: Counter,
+    backchannels: Counter,
 }
 
 impl Default for CallMetrics {
@@ -71,6 +86,7 @@ impl Default for CallMetrics {
             barge_ins: Counter::default(),
             turns: Counter::default(),
             early_turn_ends: Counter::default(),
+            backchannels: Counter::default(),
         }
     }
 }
@@ -110,6 +126,11 @@ impl CallMetrics {
                 "Caller turns ended at a pause because what was said already answered the step",
                 m.early_turn_ends.clone(),
             );
+            r.register(
+                "carevoice_backchannels",
+                "Times a caller's talk-over was a backchannel (uh-huh, okay) and the agent talked on",
+                m.backchannels.clone(),
+            );
         }
         m
     }
@@ -137,6 +158,10 @@ impl CallMetrics {
 
     pub fn early_turn_end(&self) {
         self.early_turn_ends.inc();
+    }
+
+    pub fn backchannel(&self) {
+        self.backchannels.inc();
     }
 
     pub fn turn(&self) {

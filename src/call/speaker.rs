@@ -96,7 +96,14 @@ impl Speaker {
     /// Queues `parts` as one segment after what is queued; returns the segment's number.
     pub async fn say(&mut self, parts: Vec<Utterance>) -> u64 {
         let segment = self.next_segment;
-        self.next_segment += 1;
+        self.say_as(segment, parts).await;
+        segment
+    }
+
+    /// Queues `parts` as segment `segment` (numbered by the caller, increasing) after what is
+    /// queued.
+    pub async fn say_as(&mut self, segment: u64, parts: Vec<Utterance>) {
+        self.next_segment = self.next_segment.max(segment + 1);
         let generation = self.generation.load(Ordering::Acquire);
         for what in parts {
             let _ = self
@@ -115,7 +122,6 @@ impl Speaker {
                 segment,
             })
             .await;
-        segment
     }
 
     /// Drops everything queued or playing (barge-in). Segments queued before never report `Done`.
@@ -165,8 +171,10 @@ async fn synthesize(
                     }
                     Utterance::Text { text, fixed: true } => {
                         let tts = tts.clone();
-                        let made =
-                            tokio::task::spawn_blocking(move || tts.cached(&text, 16_000)).await;
+                        let made = tokio::task::spawn_blocking(move || {
+                            crate::inference::marked(|| tts.cached(&text, 16_000))
+                        })
+                        .await;
                         match made {
                             Ok(Ok(pcm)) => {
                                 if !forward(&out, g, segment, pcm).await {
@@ -183,14 +191,16 @@ async fn synthesize(
                         let out = out.clone();
                         let generation = generation.clone();
                         let made = tokio::task::spawn_blocking(move || {
-                            tts.stream(&text, 16_000, |pcm| {
-                                if generation.load(Ordering::Acquire) == g {
-                                    let _ = out.blocking_send(Chunk::Pcm {
-                                        generation: g,
-                                        segment,
-                                        pcm: Arc::new(pcm.to_vec()),
-                                    });
-                                }
+                            crate::inference::marked(|| {
+                                tts.stream(&text, 16_000, |pcm| {
+                                    if generation.load(Ordering::Acquire) == g {
+                                        let _ = out.blocking_send(Chunk::Pcm {
+                                            generation: g,
+                                            segment,
+                                            pcm: Arc::new(pcm.to_vec()),
+                                        });
+                                    }
+                                })
                             })
                         })
                         .await;

@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::engine::{Action, EmrReply, Ending, Engine, Input, Output};
+use super::understand::UnderstandingService;
 use crate::emr::Emr;
 
 /// One line of a call transcript.
@@ -149,15 +150,25 @@ pub struct Session<'a> {
     engine: Engine,
     emr: &'a dyn Emr,
     ending: Option<Ending>,
+    understanding: Option<&'a UnderstandingService>,
 }
 
 impl<'a> Session<'a> {
+    /// A session whose engine understands turns itself (its own [`Nlu`](super::nlu::Nlu): for
+    /// keyword-only engines and tests).
     pub fn new(engine: Engine, emr: &'a dyn Emr) -> Self {
         Self {
             engine,
             emr,
             ending: None,
+            understanding: None,
         }
+    }
+
+    /// Turns understood by `service` (off the async runtime, as on a live call).
+    pub fn with_understanding(mut self, service: &'a UnderstandingService) -> Self {
+        self.understanding = Some(service);
+        self
     }
 
     async fn settle_into(&mut self, out: Output, lines: &mut Vec<Line>) {
@@ -189,7 +200,18 @@ impl<'a> Session<'a> {
             silence_ms: None,
             verified: self.engine.verified().is_some(),
         }];
-        let out = self.engine.handle(input_of(line), Timestamp::now());
+        let input = match (input_of(line), self.understanding) {
+            (Input::Speech(text), Some(service)) => {
+                let allowed = self.engine.allowed_intents();
+                let understood = service.understand(text.clone(), allowed).await;
+                Input::Understood {
+                    text,
+                    understanding: understood.understanding,
+                }
+            }
+            (input, _) => input,
+        };
+        let out = self.engine.handle(input, Timestamp::now());
         self.settle_into(out, &mut lines).await;
         lines
     }
@@ -210,8 +232,16 @@ impl<'a> Session<'a> {
 
 /// Runs a whole call: the greeting, then one script line per caller turn, until the call ends or
 /// the script does.
-pub async fn run_script(engine: Engine, emr: &dyn Emr, script: &[String]) -> Transcript {
+pub async fn run_script(
+    engine: Engine,
+    emr: &dyn Emr,
+    understanding: Option<&UnderstandingService>,
+    script: &[String],
+) -> Transcript {
     let mut session = Session::new(engine, emr);
+    if let Some(service) = understanding {
+        session = session.with_understanding(service);
+    }
     let mut lines = session.start().await;
     for line in script {
         if session.ended() {

@@ -27,8 +27,15 @@ use crate::emr::{
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per turn; boxing would only add an allocation
 pub enum Input {
-    /// The caller's final transcript for a turn.
+    /// The caller's final transcript for a turn, understood by the engine's own [`Nlu`] (text
+    /// shells and tests; a live call understands off the async runtime and sends `Understood`).
     Speech(String),
+    /// The caller's final transcript with what the understanding service made of it (asked
+    /// with [`Engine::allowed_intents`]).
+    Understood {
+        text: String,
+        understanding: Understanding,
+    },
     Dtmf(char),
     /// The caller said nothing for the whole turn.
     Silence,
@@ -242,6 +249,13 @@ impl Engine {
             // barge-in while an EMR action runs, or a stray EMR reply: ignored
             (Waiting::Emr(_), _) | (Waiting::Caller, Input::Emr(_)) => {}
             (Waiting::Caller, Input::Speech(text)) => self.on_speech(&text, &mut out),
+            (
+                Waiting::Caller,
+                Input::Understood {
+                    text,
+                    understanding,
+                },
+            ) => self.on_understood(&text, understanding, &mut out),
             (Waiting::Caller, Input::Dtmf(d)) => self.on_dtmf(d, &mut out),
             (Waiting::Caller, Input::Silence) => self.retry(&mut out),
         }
@@ -375,6 +389,11 @@ impl Engine {
 
     // ----- caller input -----
 
+    /// The intent labels the current step can act on: what to ask the understanding service.
+    pub fn allowed_intents(&self) -> Vec<&'static str> {
+        self.allowed()
+    }
+
     fn allowed(&self) -> Vec<&'static str> {
         let step = &self.flow.steps[self.step];
         super::flow::INTENTS
@@ -402,6 +421,14 @@ impl Engine {
         }
         let allowed = self.allowed();
         let understanding = self.nlu.understand(text, &allowed);
+        self.on_understood(text, understanding, out)
+    }
+
+    fn on_understood(&mut self, text: &str, understanding: Understanding, out: &mut Output) {
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > self.dialog.max_turn_chars {
+            return self.retry(out);
+        }
         let flow = Arc::clone(&self.flow);
         let step = &flow.steps[self.step];
         match &understanding {

@@ -182,6 +182,7 @@ impl LlmNlu {
 
     /// The label (flow meaning) the model picks among `candidates` (flow meanings).
     pub fn classify(&mut self, text: &str, candidates: &[&str]) -> Result<&'static str, LlmError> {
+        crate::inference::assert_off_runtime("understanding model");
         // the caller's words can never close the prompt's turn markers
         let mut words = self.encode(&text.replace("<|", "< |"))?;
         words.truncate(MAX_TURN_TOKENS);

@@ -14,6 +14,7 @@ pub mod nlu;
 pub mod parse;
 pub mod phi;
 pub mod reload;
+pub mod understand;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +38,12 @@ pub enum DialogError {
     #[error("dialog.understanding_model: {0}")]
     Llm(#[from] llm::LlmError),
 }
+
+/// Turns that may wait for the understanding service (beyond them a call waits for room).
+const UNDERSTANDING_QUEUE: usize = 32;
+/// A turn the service has not understood by then gets the keyword rules' answer: the caller
+/// must not wait seconds on a queue of other calls' turns.
+const UNDERSTANDING_LIMIT: std::time::Duration = std::time::Duration::from_millis(2500);
 
 /// How turns are understood, shared by every call of a server.
 #[derive(Clone)]
@@ -124,6 +131,21 @@ impl Dialog {
             self.dialog.clone(),
             self.understanding.nlu(),
             calling_number,
+        )
+    }
+
+    /// Starts the understanding service every call of a server shares: the configured
+    /// understanding (keyword rules, or rules + model) on a worker thread of its own.
+    pub fn understanding_service(
+        &self,
+        registry: Option<&mut prometheus_client::registry::Registry>,
+    ) -> Result<understand::UnderstandingService, understand::UnderstandError> {
+        understand::UnderstandingService::start(
+            self.understanding.nlu(),
+            UNDERSTANDING_QUEUE,
+            UNDERSTANDING_LIMIT,
+            self.dialog.max_turn_chars,
+            registry,
         )
     }
 

@@ -5,11 +5,17 @@
 //! Each answered call gets a [`MediaEdge`], the only thing the call pipeline (speech recognition,
 //! dialog, synthesis) needs to know about telephony. All channels are bounded tokio channels:
 //!
-//! - [`MediaEdge::events`] yields [`CallerEvent`]s: [`CallerEvent::Audio`] frames of 20 ms of
-//!   16 kHz mono PCM ([`FRAME_16K`] samples, one per 20 ms, concealed with silence where packets
-//!   were lost), [`CallerEvent::Dtmf`] keypad digits (RFC 4733 or SIP INFO), and a final
-//!   [`CallerEvent::Ended`] when the call is over (after it the channel closes). If the consumer
-//!   falls behind, audio frames are dropped (counted), never buffered without bound.
+//! Two lanes come from the caller:
+//! - the **data lane**, [`MediaEdge::audio`]: frames of 20 ms of 16 kHz mono PCM ([`FRAME_16K`]
+//!   samples, one per 20 ms, concealed with silence where packets were lost). If the consumer
+//!   falls behind, frames are dropped (counted in the session's stats), never buffered without
+//!   bound: a late frame is worth nothing to a live call.
+//! - the **control lane**, [`MediaEdge::signals`]: [`CallerSignal::Dtmf`] keypad digits (RFC 4733
+//!   or SIP INFO) and a final [`CallerSignal::Ended`] when the call is over (after it both lanes
+//!   close). Never dropped: the sender waits for room, and a consumer polls this lane first, so a
+//!   saturated audio lane cannot cost a digit or the hang-up.
+//!
+//! [`MediaEdge::recv`] merges both (signals first) for consumers that want one stream.
 //! - [`MediaEdge::play`] takes 16 kHz mono PCM frames of any length for the caller. The sender
 //!   is bounded: `send().await` waits while the queue is full, which paces a producer that is
 //!   faster than real time. The RTP side takes 20 ms per 20 ms tick.
@@ -21,6 +27,7 @@
 
 pub mod g711;
 pub mod jitter;
+pub mod leg;
 pub mod opus;
 pub mod resample;
 pub mod rtcp;
@@ -61,7 +68,18 @@ pub enum DtmfSource {
     SipInfo,
 }
 
-/// What the caller sends us.
+/// What the caller's control lane carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerSignal {
+    Dtmf {
+        digit: char,
+        source: DtmfSource,
+    },
+    /// The call is over (either side hung up); nothing follows.
+    Ended,
+}
+
+/// What the caller sends us, both lanes merged (see [`MediaEdge::recv`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallerEvent {
     /// 20 ms of 16 kHz mono PCM.
@@ -87,12 +105,29 @@ pub enum Control {
 
 /// The pipeline's handle on one call's media. See the module docs.
 pub struct MediaEdge {
-    pub events: mpsc::Receiver<CallerEvent>,
+    /// The data lane: 20 ms frames of the caller's audio.
+    pub audio: mpsc::Receiver<Vec<i16>>,
+    /// The control lane: keypad digits and the end of the call.
+    pub signals: mpsc::Receiver<CallerSignal>,
     pub play: mpsc::Sender<Vec<i16>>,
     control: mpsc::Sender<Control>,
 }
 
 impl MediaEdge {
+    /// The next thing the caller sent, the control lane first; `None` once the call is over and
+    /// both lanes are drained.
+    pub async fn recv(&mut self) -> Option<CallerEvent> {
+        tokio::select! {
+            biased;
+            Some(signal) = self.signals.recv() => Some(match signal {
+                CallerSignal::Dtmf { digit, source } => CallerEvent::Dtmf { digit, source },
+                CallerSignal::Ended => CallerEvent::Ended,
+            }),
+            Some(frame) = self.audio.recv() => Some(CallerEvent::Audio(frame)),
+            else => None,
+        }
+    }
+
     /// Stops playback at once (barge-in).
     pub async fn flush(&self) {
         let _ = self.control.send(Control::Flush).await;
@@ -112,25 +147,34 @@ impl MediaEdge {
 
 /// The RTP side of the channels a [`MediaEdge`] talks to.
 pub struct EdgePeer {
-    pub events: mpsc::Sender<CallerEvent>,
+    /// The data lane: send with `try_send` and count what does not fit.
+    pub audio: mpsc::Sender<Vec<i16>>,
+    /// The control lane: send with `send().await` (never dropped).
+    pub signals: mpsc::Sender<CallerSignal>,
     pub play: mpsc::Receiver<Vec<i16>>,
     pub control: mpsc::Receiver<Control>,
 }
 
-/// A connected edge and its peer: `events_depth` and `play_depth` bound each direction (in
-/// messages; a 20 ms frame is one message).
-pub fn edge(events_depth: usize, play_depth: usize) -> (MediaEdge, EdgePeer) {
-    let (ev_tx, ev_rx) = mpsc::channel(events_depth);
+/// Depth of the control lane (digits and the end; the consumer polls it first).
+const SIGNALS_DEPTH: usize = 32;
+
+/// A connected edge and its peer: `audio_depth` and `play_depth` bound each direction's audio
+/// (in messages; a 20 ms frame is one message).
+pub fn edge(audio_depth: usize, play_depth: usize) -> (MediaEdge, EdgePeer) {
+    let (audio_tx, audio_rx) = mpsc::channel(audio_depth);
+    let (sig_tx, sig_rx) = mpsc::channel(SIGNALS_DEPTH);
     let (play_tx, play_rx) = mpsc::channel(play_depth);
     let (ctl_tx, ctl_rx) = mpsc::channel(8);
     (
         MediaEdge {
-            events: ev_rx,
+            audio: audio_rx,
+            signals: sig_rx,
             play: play_tx,
             control: ctl_tx,
         },
         EdgePeer {
-            events: ev_tx,
+            audio: audio_tx,
+            signals: sig_tx,
             play: play_rx,
             control: ctl_rx,
         },

@@ -16,7 +16,7 @@ use super::rtcp::{self, ReportBlock, SenderInfo, SrtcpContext};
 use super::rtp::{DtmfReceiver, RtpPacket, is_rtcp};
 use super::sdp::{Codec, Direction, Negotiated};
 use super::srtp::SrtpContext;
-use super::{CallerEvent, Control, DtmfSource, EdgePeer, FRAME_8K, FRAME_16K, g711};
+use super::{CallerSignal, Control, DtmfSource, EdgePeer, FRAME_8K, FRAME_16K, g711};
 
 /// Largest jitter buffer depth, in 20 ms frames.
 pub const MAX_JITTER_FRAMES: usize = 10;
@@ -625,7 +625,7 @@ pub async fn run(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 if let Some(digit) = session.on_datagram(&buf[..n], from, Instant::now()) {
-                    let _ = peer.events.try_send(CallerEvent::Dtmf { digit, source: DtmfSource::Rfc4733 });
+                    let _ = peer.signals.send(CallerSignal::Dtmf { digit, source: DtmfSource::Rfc4733 }).await;
                 }
             }
             _ = ticker.tick() => {
@@ -649,7 +649,7 @@ pub async fn run(
                 if let (Some(packet), Some(to)) = (session.tick(frame.as_deref(), &mut heard), to) {
                     let _ = socket.send_to(packet, to).await;
                 }
-                if peer.events.try_send(CallerEvent::Audio(heard.clone())).is_err() {
+                if peer.audio.try_send(heard.clone()).is_err() {
                     session.stats.audio_dropped += 1;
                 }
             }
@@ -667,14 +667,17 @@ pub async fn run(
             u = updates.recv() => match u {
                 Some(SessionUpdate::Media(m)) => session.update(m),
                 Some(SessionUpdate::InfoDtmf(digit)) => {
-                    let _ = peer.events.try_send(CallerEvent::Dtmf { digit, source: DtmfSource::SipInfo });
+                    let _ = peer.signals.send(CallerSignal::Dtmf { digit, source: DtmfSource::SipInfo }).await;
                 }
                 Some(SessionUpdate::End) | None => break,
             },
         }
     }
-    let _ =
-        tokio::time::timeout(Duration::from_secs(1), peer.events.send(CallerEvent::Ended)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        peer.signals.send(CallerSignal::Ended),
+    )
+    .await;
     session.stats
 }
 
@@ -848,6 +851,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn digits_and_the_end_are_never_dropped_when_the_audio_lane_is_full() {
+        use crate::media::{CallerSignal, edge};
+        let ours = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut media = negotiated(Direction::SendRecv);
+        media.remote_port = caller.local_addr().unwrap().port();
+        let ours_addr = ours.local_addr().unwrap();
+        // Two frames of room, and nobody reads the audio: the lane is saturated at once.
+        let (mut edge, peer) = edge(2, 5);
+        let (updates_tx, updates_rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(ours, media, peer, updates_rx, || {}));
+        let mut buf = Vec::new();
+        for i in 0..25u16 {
+            RtpPacket {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: i,
+                timestamp: i as u32 * 160,
+                ssrc: 5,
+                payload: &[0x80; 160],
+            }
+            .write(&mut buf);
+            caller.send_to(&buf, ours_addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (n, digit) in [(9u8, '9'), (1, '1'), (5, '5')] {
+            for end in [false, true] {
+                RtpPacket {
+                    marker: !end,
+                    payload_type: 101,
+                    sequence: 100 + n as u16 * 2 + end as u16,
+                    timestamp: 4000 + n as u32 * 1000,
+                    ssrc: 5,
+                    payload: &[n, if end { 0x8a } else { 10 }, 3, 32],
+                }
+                .write(&mut buf);
+                caller.send_to(&buf, ours_addr).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let got = tokio::time::timeout(Duration::from_secs(1), edge.signals.recv()).await;
+            assert!(
+                matches!(got, Ok(Some(CallerSignal::Dtmf { digit: d, .. })) if d == digit),
+                "{got:?}"
+            );
+        }
+        updates_tx.send(SessionUpdate::End).await.unwrap();
+        let stats = task.await.unwrap();
+        assert!(
+            stats.audio_dropped > 10,
+            "{} frames dropped",
+            stats.audio_dropped
+        );
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(1), edge.signals.recv()).await,
+            Ok(Some(CallerSignal::Ended))
+        );
+    }
+
+    #[tokio::test]
     async fn media_edge_over_loopback_udp() {
         use crate::media::{CallerEvent, edge};
         let ours = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -891,7 +953,7 @@ mod tests {
         let mut digit = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while (loud < 5 || digit.is_none()) && tokio::time::Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_secs(1), edge.events.recv()).await {
+            match tokio::time::timeout(Duration::from_secs(1), edge.recv()).await {
                 Ok(Some(CallerEvent::Audio(f))) => {
                     assert_eq!(f.len(), FRAME_16K);
                     if f.iter().any(|s| s.unsigned_abs() > 10000) {
@@ -956,7 +1018,7 @@ mod tests {
         let stats = task.await.unwrap();
         assert_eq!(stats.dtmf_digits, 1);
         loop {
-            match edge.events.recv().await {
+            match edge.recv().await {
                 Some(CallerEvent::Ended) => break,
                 Some(_) => continue,
                 None => panic!("no Ended event"),

@@ -1,8 +1,9 @@
 //! The tokio shell around [`Endpoint`]: UDP and TCP sockets, the timer, RTP ports, and one media
 //! task per call. Everything SIP-specific happens in the sans-IO core; this file moves bytes.
 //!
-//! Each answered call is handed to the [`CallHandler`] as an [`AnsweredCall`]: its [`MediaEdge`]
-//! and a [`CallControl`] for what the call asks of SIP (transfer). `serve` installs the live call
+//! Each answered call is handed to the [`CallHandler`] as an [`AnsweredCall`] (the caller-agnostic
+//! types of [`crate::media::leg`]): its [`MediaEdge`] and a [`SipCallControl`] for what the call
+//! asks of SIP (transfer by REFER, a staff leg to bridge). `serve` installs the live call
 //! pipeline; without one, [`GreetingHandler`] plays `media.greeting_wav` (and hangs up after
 //! `media.hangup_after_greeting_secs` when set).
 
@@ -19,6 +20,7 @@ use super::message::{self, Framing};
 use super::register::{RegisterConfig, RegisterEvent};
 use super::uas::{CallId, Endpoint, EndpointConfig, Event, Transport};
 use crate::config::{MediaConfig, SipConfig, SipTransport};
+use crate::media::leg::{CallControl, LegKind};
 use crate::media::sdp::Negotiated;
 use crate::media::session::{self, SessionUpdate};
 use crate::media::{self, CallerEvent, FRAME_16K, MediaEdge, MediaError};
@@ -65,19 +67,20 @@ enum Input {
     },
 }
 
-pub use super::uas::TransferError;
+pub use crate::media::leg::{AnsweredCall, CallHandler, TransferError};
 
-/// What a call may ask of the SIP side besides media.
+/// What a SIP call may ask of the SIP side besides media.
 #[derive(Clone)]
-pub struct CallControl {
+pub struct SipCallControl {
     call: CallId,
     tx: mpsc::Sender<Input>,
 }
 
-impl CallControl {
-    /// Blind-transfers the call to `target` (`sip:desk@pbx`). Ok when the transfer target
-    /// answered (the caller is then off our hands and the call ends with a BYE).
-    pub async fn transfer(&self, target: &str) -> Result<(), TransferError> {
+#[async_trait::async_trait]
+impl CallControl for SipCallControl {
+    /// Blind-transfers the call to `target` (`sip:desk@pbx`) with REFER. Ok when the transfer
+    /// target answered (the caller is then off our hands and the call ends with a BYE).
+    async fn transfer(&self, target: &str) -> Result<(), TransferError> {
         let (reply, rx) = oneshot::channel();
         let input = Input::Transfer {
             call: self.call,
@@ -89,23 +92,16 @@ impl CallControl {
         }
         rx.await.unwrap_or(Err(TransferError::NoCall))
     }
-}
 
-/// An answered call, handed to the application.
-pub struct AnsweredCall {
-    pub id: CallId,
-    /// The calling number (From user part) when there is one. PHI-adjacent: never log it.
-    pub caller: Option<String>,
-    pub edge: MediaEdge,
-    /// Resolves when the caller's ACK arrived and media flows both ways; an error means the call
-    /// ended before that.
-    pub confirmed: oneshot::Receiver<()>,
-    pub control: CallControl,
-}
-
-/// Takes each answered call; must return at once (spawn the call's work).
-pub trait CallHandler: Send + Sync + 'static {
-    fn handle(&self, call: AnsweredCall);
+    /// Calls `target` from this server (UDP) for a bridge.
+    async fn dial(&self, target: &str) -> Result<AnsweredCall, TransferError> {
+        SipHandle {
+            tx: self.tx.clone(),
+        }
+        .dial(target)
+        .await
+        .map_err(|e| TransferError::Dial(e.to_string()))
+    }
 }
 
 /// Plays a fixed greeting to every caller, then waits for them to hang up (or hangs up after
@@ -659,13 +655,14 @@ impl SipServer {
         (
             AnsweredCall {
                 id: call,
+                kind: LegKind::Sip,
                 caller,
                 edge,
                 confirmed: confirmed_rx,
-                control: CallControl {
+                control: Arc::new(SipCallControl {
                     call,
                     tx: tx.clone(),
-                },
+                }),
             },
             ActiveCall {
                 updates: updates_tx,
@@ -816,11 +813,12 @@ async fn greeting_flow(
         None
     };
     let mut digits = 0u32;
+    let play = edge.play.clone();
     loop {
         tokio::select! {
             sent = async {
                 match next_frame {
-                    Some(f) => edge.play.send(f.to_vec()).await.is_ok(),
+                    Some(f) => play.send(f.to_vec()).await.is_ok(),
                     None => std::future::pending().await,
                 }
             } => {
@@ -832,7 +830,7 @@ async fn greeting_flow(
                     hangup_at = hangup_time();
                 }
             }
-            ev = edge.events.recv() => match ev {
+            ev = edge.recv() => match ev {
                 Some(CallerEvent::Ended) | None => break,
                 Some(CallerEvent::Dtmf { .. }) => digits += 1,
                 Some(CallerEvent::Audio(_)) => {}
@@ -844,7 +842,7 @@ async fn greeting_flow(
                 }
             } => {
                 edge.hangup().await;
-                while let Some(ev) = edge.events.recv().await {
+                while let Some(ev) = edge.recv().await {
                     if ev == CallerEvent::Ended {
                         break;
                     }

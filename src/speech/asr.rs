@@ -487,6 +487,7 @@ impl AsrService {
             std::thread::Builder::new()
                 .name(format!("asr-{i}"))
                 .spawn(move || {
+                    crate::inference::mark_this_thread();
                     loop {
                         let job = {
                             let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());

@@ -157,11 +157,19 @@ impl Engines {
 
     /// A VAD for one call's stream.
     pub fn vad(&self) -> vad::Vad {
-        let classifier: Box<dyn vad::Classifier> = match &self.silero {
+        vad::Vad::new(self.classifier(), self.endpoint)
+    }
+
+    /// A fresh classifier stream (Silero, or the energy fallback) for one call's voice scorer.
+    pub fn voice_scorer(&self) -> vad::VoiceScorer {
+        vad::VoiceScorer::new(self.classifier())
+    }
+
+    fn classifier(&self) -> Box<dyn vad::Classifier> {
+        match &self.silero {
             Some(model) => Box::new(model.stream()),
             None => Box::<vad::Energy>::default(),
-        };
-        vad::Vad::new(classifier, self.endpoint)
+        }
     }
 }
 

@@ -130,6 +130,20 @@ impl Endpointer {
         }
     }
 
+    /// Audio time at the end of the last window fed.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Speech in the current run so far (0 when the caller is silent between runs).
+    pub fn speech_ms(&self) -> u64 {
+        if self.silence_ms == 0 {
+            self.speech_ms
+        } else {
+            0
+        }
+    }
+
     /// Whether the caller is in a turn (after `SpeechStart`, before `TurnEnd`).
     pub fn in_turn(&self) -> bool {
         self.started
@@ -246,6 +260,7 @@ impl SileroModel {
 
 impl Classifier for Silero {
     fn prob(&mut self, window: &[f32]) -> Result<f32, VadError> {
+        crate::inference::assert_off_runtime("silero VAD");
         let err = |e: ort::Error| VadError::Inference(e.to_string());
         self.input.clear();
         self.input.extend_from_slice(&self.context);
@@ -319,24 +334,67 @@ impl Classifier for Energy {
     }
 }
 
-/// One stream's VAD: frames in, events out.
-pub struct Vad {
+/// One stream's classifier over fixed windows: frames in (any length), one speech probability
+/// per [`WINDOW`] (32 ms) out. The model half of [`Vad`]: a live call runs it on a thread of its
+/// own (model inference stays off the async runtime) and feeds the probabilities to an
+/// [`Endpointer`] in the call's conversation core.
+pub struct VoiceScorer {
     classifier: Box<dyn Classifier>,
-    endpointer: Endpointer,
     pending: Vec<f32>,
 }
 
-impl Vad {
-    pub fn new(classifier: Box<dyn Classifier>, params: EndpointParams) -> Vad {
-        Vad {
+impl VoiceScorer {
+    pub fn new(classifier: Box<dyn Classifier>) -> VoiceScorer {
+        VoiceScorer {
             classifier,
-            endpointer: Endpointer::new(params),
             pending: Vec::with_capacity(WINDOW * 2),
         }
     }
 
     pub fn classifier_name(&self) -> &'static str {
         self.classifier.name()
+    }
+
+    /// Feeds 16 kHz samples; appends the probability of each window they complete to `probs`.
+    pub fn push(&mut self, frame: &[f32], probs: &mut Vec<f32>) -> Result<(), VadError> {
+        self.pending.extend_from_slice(frame);
+        let mut offset = 0;
+        while self.pending.len() - offset >= WINDOW {
+            let window = &self.pending[offset..offset + WINDOW];
+            probs.push(self.classifier.prob(window)?);
+            offset += WINDOW;
+        }
+        self.pending.drain(..offset);
+        Ok(())
+    }
+
+    pub fn reset(&mut self) {
+        self.classifier.reset();
+        self.pending.clear();
+    }
+}
+
+/// Audio time of one classifier window.
+pub const WINDOW_DURATION_MS: u64 = WINDOW_MS;
+
+/// One stream's VAD: frames in, events out ([`VoiceScorer`] + [`Endpointer`] in one).
+pub struct Vad {
+    scorer: VoiceScorer,
+    endpointer: Endpointer,
+    probs: Vec<f32>,
+}
+
+impl Vad {
+    pub fn new(classifier: Box<dyn Classifier>, params: EndpointParams) -> Vad {
+        Vad {
+            scorer: VoiceScorer::new(classifier),
+            endpointer: Endpointer::new(params),
+            probs: Vec::with_capacity(4),
+        }
+    }
+
+    pub fn classifier_name(&self) -> &'static str {
+        self.scorer.classifier_name()
     }
 
     pub fn endpointer(&mut self) -> &mut Endpointer {
@@ -346,23 +404,18 @@ impl Vad {
     /// Feeds 16 kHz samples; returns the events they complete.
     pub fn push(&mut self, frame: &[f32]) -> Result<Vec<VadEvent>, VadError> {
         let mut events = Vec::new();
-        self.pending.extend_from_slice(frame);
-        let mut offset = 0;
-        while self.pending.len() - offset >= WINDOW {
-            let window = &self.pending[offset..offset + WINDOW];
-            let p = self.classifier.prob(window)?;
-            self.endpointer.feed(p, WINDOW_MS, &mut events);
-            offset += WINDOW;
+        self.probs.clear();
+        self.scorer.push(frame, &mut self.probs)?;
+        for p in &self.probs {
+            self.endpointer.feed(*p, WINDOW_MS, &mut events);
         }
-        self.pending.drain(..offset);
         Ok(events)
     }
 
     /// Starts over for a new stream.
     pub fn reset(&mut self) {
-        self.classifier.reset();
+        self.scorer.reset();
         self.endpointer = Endpointer::new(self.endpointer.params());
-        self.pending.clear();
     }
 }
 

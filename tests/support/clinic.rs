@@ -89,6 +89,45 @@ impl LiveClinic {
         )
     }
 
+    /// The server's call feed (`GET /calls/events` on the admin port): `answered`, `waiting`
+    /// (with the flow step) and `finished` (with the outcome) of every call, in order. The test
+    /// hook the server exposes on purpose, instead of its log text.
+    pub fn feed(&self) -> Vec<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/calls/events", self.server.admin_port);
+        let Some((200, body)) = super::http_get(&url) else {
+            return Vec::new();
+        };
+        body.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect()
+    }
+
+    /// Feed events of `kind`, of call `call` when given.
+    pub fn feed_of(&self, kind: &str, call: Option<&str>) -> Vec<serde_json::Value> {
+        self.feed()
+            .into_iter()
+            .filter(|e| e["kind"] == kind && call.is_none_or(|c| e["call"] == c))
+            .collect()
+    }
+
+    /// Waits until the feed has `n` events of `kind` (of `call` when given).
+    pub fn wait_feed(
+        &self,
+        kind: &str,
+        call: Option<&str>,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let ev = self.feed_of(kind, call);
+            if ev.len() >= n || std::time::Instant::now() > deadline {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
         // Only lines that mention `message` are parsed: the harness polls this for every call.
         self.log()

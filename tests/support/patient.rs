@@ -1,6 +1,6 @@
 //! A scripted patient on a live call: each line of the script answers one question of the flow,
-//! named by its step id. The patient speaks when the agent waits (the server's "waiting for the
-//! caller" event, which names the step), and says the last answer again when the agent asks the
+//! named by its step id. The patient speaks when the agent waits (a `waiting` event on the
+//! server's call feed, which names the step), and says the last answer again when the agent asks the
 //! same question again because it did not catch it, as a person would. Any other step is a
 //! conversation that went astray, and the patient gives up with the step it found.
 
@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::clinic::LiveClinic;
 use super::phone::{Phone, speech_wav};
 
-pub const WAITING: &str = "waiting for the caller";
+/// The call feed's event kind for "the agent waits for the caller".
+pub const WAITING: &str = "waiting";
 
 /// How often the patient repeats one answer before giving up.
 const MAX_REPEATS: usize = 2;
@@ -70,7 +71,7 @@ pub fn answer(
     let mut repeats_of_last = 0;
     while spoken.lines < lines.len() {
         let waits = spoken.steps.len();
-        let waiting = clinic.wait_call_events(call, WAITING, waits + 1, timeout);
+        let waiting = clinic.wait_feed(WAITING, Some(call), waits + 1, timeout);
         let Some(step) = waiting
             .get(waits)
             .map(|w| w["step"].as_str().unwrap_or_default().to_string())

@@ -18,28 +18,7 @@ use crate::sip::message::{Message, Uri};
 /// caller is still ours.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Why a transfer did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransferError {
-    #[error("transfer target is not a SIP URI")]
-    BadTarget,
-    #[error("the call is gone")]
-    NoCall,
-    /// The caller's side answered the REFER with this error (405/501: it cannot transfer).
-    #[error("the peer refused the transfer ({0})")]
-    Refused(u16),
-    #[error("the transfer did not complete in time")]
-    Timeout,
-    #[error("transfer is not supported on this call")]
-    Unsupported,
-    /// The transferee took the REFER but its call to the target failed with this status (486
-    /// busy, 480 no answer ...); the caller is still on our line.
-    #[error("the transfer target did not take the call ({0})")]
-    TargetFailed(u16),
-    /// Another transfer of this call is still in progress.
-    #[error("a transfer of this call is already in progress")]
-    InProgress,
-}
+pub use crate::media::leg::TransferError;
 
 /// A transfer waiting for its outcome.
 #[derive(Debug)]
