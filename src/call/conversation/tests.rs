@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::dialog::flow::Flow;
 use crate::dialog::nlu::{Emergency, KeywordNlu, Nlu};
 use crate::emr::{EmrError, PatientMatch};
+use crate::speech::vad::WINDOW_DURATION_MS;
 
 const SPEECH: f32 = 0.9;
 const QUIET: f32 = 0.0;
