@@ -15,3 +15,4 @@ pub mod sip;
 pub mod speech;
 pub mod store;
 pub mod telemetry;
+pub mod words;
