@@ -1,7 +1,8 @@
 //! [`Emr`] over FHIR R4 (`carevoice-fhir`, on fhir-sdk): every operation has a timeout, reads are
 //! retried with backoff, a circuit breaker turns repeated failures into an immediate fallback, and
-//! every FHIR read/write is reported to an [`EmrObserver`] (the audit layer) with resource type, id,
-//! operation and outcome — never resource content.
+//! every FHIR read/write is reported to an [`EmrObserver`] (the audit layer implements it, in
+//! `audit::emr`: the EMR does not know the audit log) with resource type, id, operation and
+//! outcome — never resource content.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -457,45 +458,6 @@ impl Emr for FhirEmr {
             },
         )
         .await
-    }
-}
-
-/// Every FHIR access the voice agent makes goes on the audit log (ids sealed, no content).
-impl EmrObserver for crate::audit::AuditLog {
-    fn fhir_access(&self, access: FhirAccess) {
-        let status = access
-            .outcome
-            .strip_prefix("status ")
-            .and_then(|s| s.parse().ok());
-        let event = crate::audit::AuditEvent::FhirAccess(crate::audit::FhirAccess {
-            actor: "agent".into(),
-            call_id: None,
-            op: access.operation.into(),
-            resource_type: access.resource_type.into(),
-            outcome: access.outcome,
-            status,
-            resource_id: (!access.ids.is_empty())
-                .then(|| crate::audit::Confidential::new(access.ids.join(","))),
-            patient: None,
-        });
-        // Queued in order from this synchronous hook, so a shutdown right after the EMR call still
-        // writes it; only a full queue (back-pressure) defers it to a task.
-        match self.try_submit(event) {
-            Ok(_) => {}
-            Err(crate::audit::TrySubmitError::Full(event)) => {
-                let log = self.clone();
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        if let Err(e) = log.submit(*event).await {
-                            tracing::error!(error = %e, "audit: FHIR access not recorded");
-                        }
-                    });
-                }
-            }
-            Err(crate::audit::TrySubmitError::Closed) => {
-                tracing::error!("audit: FHIR access not recorded: the audit writer has stopped");
-            }
-        }
     }
 }
 
