@@ -10,6 +10,7 @@ pub mod emr;
 pub mod media;
 pub mod metrics;
 pub mod models;
+pub mod phi;
 pub mod server;
 pub mod sip;
 pub mod speech;

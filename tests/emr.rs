@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carevoice::config::{EmrAuth, EmrConfig, JwtAlgorithm};
-use carevoice::dialog::phi::PatientId;
 use carevoice::emr::fhir::{EmrObserver, FhirAccess, FhirEmr};
 use carevoice::emr::seed;
 use carevoice::emr::*;
+use carevoice::phi::PatientId;
 use carevoice_fhir::FhirClient;
 use jiff::civil::date;
 use jiff::tz::TimeZone;

@@ -10,9 +10,35 @@
 use jiff::civil::Date;
 
 use super::parse::{PersonName, answers_to, given_name_close, same_name};
-use super::phi::Verified;
 use crate::config::IdentityFactors;
 use crate::emr::{EmrError, PatientMatch, PatientQuery, PatientRecord};
+use crate::phi::{PatientId, Phi, PhiError};
+
+/// Proof that the caller of this call was verified as `patient`. Its field is private to this
+/// module, so only the gate below can make one; `Phi::reveal` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    patient: PatientId,
+}
+
+impl Verified {
+    pub fn patient(&self) -> &PatientId {
+        &self.patient
+    }
+}
+
+// `reveal` lives beside the proof so that the PHI types (`crate::phi`, the ground floor) need not
+// know the gate.
+impl<T> Phi<T> {
+    /// The value, for a caller verified as its owner.
+    pub fn reveal(&self, proof: &Verified) -> Result<&T, PhiError> {
+        if &proof.patient == self.owner() {
+            Ok(self.value_unchecked())
+        } else {
+            Err(PhiError::WrongPatient)
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateError {
@@ -131,7 +157,9 @@ impl IdentityGate {
             }),
         };
         if name_ok && dob_ok && phone_ok {
-            self.verified = Some(Verified::issue(record.id.clone()));
+            self.verified = Some(Verified {
+                patient: record.id.clone(),
+            });
             GateOutcome::Verified(record)
         } else {
             self.fail()
@@ -156,7 +184,6 @@ fn last10(digits: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialog::phi::{PatientId, Phi};
     use jiff::civil::date;
 
     fn record(id: &str, given: &str, family: &str, dob: Date, phone: &str) -> PatientRecord {
@@ -273,5 +300,16 @@ mod tests {
         gate.begin(&name("John", "Smith"), dob, Some("5551234567"))
             .unwrap();
         assert!(matches!(gate.finish(rec()), GateOutcome::Verified(_)));
+    }
+
+    #[test]
+    fn reveal_needs_proof_for_the_same_patient() {
+        let proof = |id: &str| Verified {
+            patient: PatientId::new(id),
+        };
+        let phi = Phi::new(PatientId::new("a"), 42);
+        assert_eq!(phi.reveal(&proof("a")), Ok(&42));
+        assert_eq!(phi.reveal(&proof("b")), Err(PhiError::WrongPatient));
+        assert!(phi.matches(|v| *v == 42));
     }
 }

@@ -10,7 +10,7 @@ pub mod seed;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::dialog::phi::{PatientId, Phi};
+use crate::phi::{PatientId, Phi};
 
 /// What the caller said about themselves, to look up their record.
 #[derive(Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use jiff::civil::{DateTime, date};
 
 use super::*;
-use crate::dialog::phi::Phi;
+use crate::phi::Phi;
 
 pub(crate) struct Seed {
     pub id: &'static str,
