@@ -19,7 +19,7 @@ use super::parse::{self, PersonName, When};
 use crate::config::{ClinicConfig, DialogConfig};
 use crate::emr::{
     Appointment, AppointmentId, AppointmentStatus, BookOutcome, EmrError, MessageUrgency,
-    PatientMatch, PatientQuery, PatientRecord, RescheduleOutcome, SlotId, SlotOffer, SlotQuery,
+    PatientQuery, PatientRecord, RescheduleOutcome, SlotId, SlotOffer, SlotQuery,
 };
 use crate::phi::PatientId;
 
@@ -39,7 +39,8 @@ pub enum Input {
 /// An EMR operation's result, matching the [`Action`] that asked for it.
 #[derive(Debug)]
 pub enum EmrReply {
-    Patient(Result<PatientMatch, EmrError>),
+    /// The candidates for the identity gate.
+    Patient(Result<Vec<PatientRecord>, EmrError>),
     Appointments(Result<Vec<Appointment>, EmrError>),
     Slots(Result<Vec<SlotOffer>, EmrError>),
     Book(Result<BookOutcome, EmrError>),
