@@ -56,12 +56,11 @@ fn main() {
     .unwrap();
     let query = PatientQuery {
         family: "Smith".into(),
-        given: "Anna".into(),
         birth_date: date(1975, 3, 3),
         phone: None,
     };
-    let anna = match rt.block_on(emr.find_patient(&query)).unwrap() {
-        PatientMatch::One(p) => p.id,
+    let anna = match rt.block_on(emr.find_patients(&query)).unwrap().as_slice() {
+        [p] => p.id.clone(),
         _ => panic!("seeded patient not found"),
     };
     println!("EMR operations against sekmet-fhir on loopback ({rounds} rounds)");
@@ -74,10 +73,10 @@ fn main() {
     let mut samples = Vec::new();
     for _ in 0..rounds {
         samples.push(time(&mut || {
-            rt.block_on(emr.find_patient(&query)).unwrap();
+            rt.block_on(emr.find_patients(&query)).unwrap();
         }));
     }
-    let client_p50 = report("find_patient", samples);
+    let client_p50 = report("find_patients", samples);
 
     let raw_url = format!(
         "{}/Patient?family=Smith&birthdate=1975-03-03&_count=20",

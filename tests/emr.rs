@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carevoice::config::{EmrAuth, EmrConfig, JwtAlgorithm};
-use carevoice::dialog::phi::PatientId;
 use carevoice::emr::fhir::{EmrObserver, FhirAccess, FhirEmr};
 use carevoice::emr::seed;
 use carevoice::emr::*;
+use carevoice::phi::PatientId;
 use carevoice_fhir::FhirClient;
 use jiff::civil::date;
 use jiff::tz::TimeZone;
@@ -45,13 +45,18 @@ fn emr_config(server: &FhirServer, smart: bool) -> EmrConfig {
     config
 }
 
-fn query(given: &str, family: &str, birth: jiff::civil::Date, phone: Option<&str>) -> PatientQuery {
+fn query(family: &str, birth: jiff::civil::Date, phone: Option<&str>) -> PatientQuery {
     PatientQuery {
         family: family.into(),
-        given: given.into(),
         birth_date: birth,
         phone: phone.map(String::from),
     }
+}
+
+/// The one candidate a search found.
+fn only(mut found: Vec<PatientRecord>) -> PatientRecord {
+    assert_eq!(found.len(), 1, "expected one candidate");
+    found.remove(0)
 }
 
 /// Every operation, on whichever server `config` points at.
@@ -74,44 +79,38 @@ async fn exercise(config: EmrConfig) {
         .unwrap();
     assert!(again.already_seeded, "a second seed writes nothing");
 
-    // Find the patient: exact match, wrong birth date, ambiguous, narrowed by phone.
-    let anna = match emr
-        .find_patient(&query("Anna", "Smith", date(1975, 3, 3), None))
-        .await
-        .unwrap()
-    {
-        PatientMatch::One(p) => p,
-        other => panic!("expected one Anna Smith, got {other:?}"),
-    };
-    assert!(matches!(
-        emr.find_patient(&query("Anna", "Smith", date(1975, 3, 4), None))
+    // Find the candidates: one record, wrong birth date, wrong family name, two records with one
+    // name and birth date (the identity gate verifies neither), narrowed by phone.
+    let anna = only(
+        emr.find_patients(&query("Smith", date(1975, 3, 3), None))
             .await
             .unwrap(),
-        PatientMatch::None
-    ));
-    assert!(matches!(
-        emr.find_patient(&query("Anna", "Smyth", date(1975, 3, 3), None))
+    );
+    assert!(anna.given.matches(|g| g == "Anna"));
+    assert!(
+        emr.find_patients(&query("Smith", date(1975, 3, 4), None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        emr.find_patients(&query("Smyth", date(1975, 3, 3), None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        emr.find_patients(&query("Brown", date(1970, 6, 15), None))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    only(
+        emr.find_patients(&query("Brown", date(1970, 6, 15), Some("555-010-6002")))
             .await
             .unwrap(),
-        PatientMatch::None
-    ));
-    assert!(matches!(
-        emr.find_patient(&query("Michael", "Brown", date(1970, 6, 15), None))
-            .await
-            .unwrap(),
-        PatientMatch::Several(2)
-    ));
-    assert!(matches!(
-        emr.find_patient(&query(
-            "Michael",
-            "Brown",
-            date(1970, 6, 15),
-            Some("555-010-6002")
-        ))
-        .await
-        .unwrap(),
-        PatientMatch::One(_)
-    ));
+    );
 
     // Her upcoming appointment, with the practitioner's name.
     let now = jiff::Timestamp::now();
@@ -170,14 +169,11 @@ async fn exercise(config: EmrConfig) {
         .await
         .unwrap();
     assert_eq!(slot_now["status"], "busy");
-    let maria = match emr
-        .find_patient(&query("Maria", "Garcia", date(1992, 11, 30), None))
-        .await
-        .unwrap()
-    {
-        PatientMatch::One(p) => p,
-        other => panic!("{other:?}"),
-    };
+    let maria = only(
+        emr.find_patients(&query("Garcia", date(1992, 11, 30), None))
+            .await
+            .unwrap(),
+    );
     match emr.book(&maria.id, &slots[0].id, None).await.unwrap() {
         BookOutcome::SlotTaken { next } => {
             let next = next.expect("another slot is offered");
@@ -317,7 +313,7 @@ async fn smart_wrong_key_is_rejected_and_no_token_without_auth() {
     // No auth configured: the server's 401 surfaces as an auth error.
     let plain = FhirEmr::new(&emr_config(&server, false), Arc::new(Recorder::default())).unwrap();
     let e = plain
-        .find_patient(&query("Anna", "Smith", date(1975, 3, 3), None))
+        .find_patients(&query("Smith", date(1975, 3, 3), None))
         .await
         .unwrap_err();
     assert!(
@@ -331,7 +327,7 @@ async fn smart_wrong_key_is_rejected_and_no_token_without_auth() {
     config.private_key = other.private_pem;
     let emr = FhirEmr::new(&config, Arc::new(Recorder::default())).unwrap();
     let e = emr
-        .find_patient(&query("Anna", "Smith", date(1975, 3, 3), None))
+        .find_patients(&query("Smith", date(1975, 3, 3), None))
         .await
         .unwrap_err();
     let text = e.to_string();
@@ -452,7 +448,7 @@ fn fault_config(base_url: String) -> EmrConfig {
 
 #[tokio::test]
 async fn faults_become_typed_errors_and_open_the_breaker() {
-    let q = query("Anna", "Smith", date(1975, 3, 3), None);
+    let q = query("Smith", date(1975, 3, 3), None);
 
     // Server down.
     let port = support::free_port();
@@ -462,13 +458,13 @@ async fn faults_become_typed_errors_and_open_the_breaker() {
     )
     .unwrap();
     for _ in 0..3 {
-        let e = emr.find_patient(&q).await.unwrap_err();
+        let e = emr.find_patients(&q).await.unwrap_err();
         assert!(matches!(e, EmrError::Transport(_)), "{e}");
     }
     // Three failures: the breaker is open and answers at once.
     let started = std::time::Instant::now();
     assert!(matches!(
-        emr.find_patient(&q).await.unwrap_err(),
+        emr.find_patients(&q).await.unwrap_err(),
         EmrError::CircuitOpen
     ));
     assert!(started.elapsed() < Duration::from_millis(50));
@@ -478,7 +474,7 @@ async fn faults_become_typed_errors_and_open_the_breaker() {
     let emr = FhirEmr::new(&fault_config(base), Arc::new(Recorder::default())).unwrap();
     let started = std::time::Instant::now();
     assert!(matches!(
-        emr.find_patient(&q).await.unwrap_err(),
+        emr.find_patients(&q).await.unwrap_err(),
         EmrError::Timeout
     ));
     assert!(
@@ -493,7 +489,7 @@ async fn faults_become_typed_errors_and_open_the_breaker() {
         r#"{"resourceType":"OperationOutcome","issue":[{"severity":"fatal","code":"exception","diagnostics":"database on fire"}]}"#,
     )));
     let emr = FhirEmr::new(&fault_config(base), Arc::new(Recorder::default())).unwrap();
-    match emr.find_patient(&q).await.unwrap_err() {
+    match emr.find_patients(&q).await.unwrap_err() {
         EmrError::Server { status: 500, .. } => {}
         other => panic!("{other}"),
     }
@@ -505,7 +501,7 @@ async fn faults_become_typed_errors_and_open_the_breaker() {
     )));
     let emr = FhirEmr::new(&fault_config(base), Arc::new(Recorder::default())).unwrap();
     assert!(matches!(
-        emr.find_patient(&q).await.unwrap_err(),
+        emr.find_patients(&q).await.unwrap_err(),
         EmrError::Malformed(_)
     ));
 
@@ -516,7 +512,7 @@ async fn faults_become_typed_errors_and_open_the_breaker() {
     )));
     let emr = FhirEmr::new(&fault_config(base), Arc::new(Recorder::default())).unwrap();
     assert!(matches!(
-        emr.find_patient(&q).await.unwrap_err(),
+        emr.find_patients(&q).await.unwrap_err(),
         EmrError::Malformed(_)
     ));
 
@@ -529,10 +525,11 @@ async fn faults_become_typed_errors_and_open_the_breaker() {
        {"search":{"mode":"outcome"},"resource":{"resourceType":"OperationOutcome","issue":[]}}]}"#;
     let (base, _h) = canned_server(Some(http_response("200 OK", bundle)));
     let emr = FhirEmr::new(&fault_config(base), Arc::new(Recorder::default())).unwrap();
-    match emr.find_patient(&q).await.unwrap() {
-        PatientMatch::One(p) => assert_eq!(p.id, PatientId::new("p1")),
-        other => panic!("{other:?}"),
-    }
+    // The entry without a name or birth date is no candidate.
+    assert_eq!(
+        only(emr.find_patients(&q).await.unwrap()).id,
+        PatientId::new("p1")
+    );
 }
 
 #[test]
@@ -598,13 +595,11 @@ async fn fhir_accesses_land_in_the_audit_chain() {
     seed::seed(emr.client(), &TimeZone::UTC, date(2030, 1, 7), 1)
         .await
         .unwrap();
-    let PatientMatch::One(anna) = emr
-        .find_patient(&query("Anna", "Smith", date(1975, 3, 3), None))
-        .await
-        .unwrap()
-    else {
-        panic!("seeded patient")
-    };
+    let anna = only(
+        emr.find_patients(&query("Smith", date(1975, 3, 3), None))
+            .await
+            .unwrap(),
+    );
     let slots = emr
         .free_slots(&SlotQuery {
             limit: 1,

@@ -32,6 +32,7 @@
 //!
 //! Nothing here logs PHI: tracing sees sequence numbers, kinds and counts only.
 
+mod emr;
 pub mod export;
 pub mod keys;
 pub mod prune;

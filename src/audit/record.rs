@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::dialog::phi::{PatientId, Phi};
+use crate::phi::{PatientId, Phi};
 
 /// Version of the record schema written by this build.
 pub const SCHEMA_VERSION: i64 = 1;

@@ -71,7 +71,7 @@ pub fn input_of(line: &str) -> Input {
 /// the spoken fallback.
 pub async fn run_action(emr: &dyn Emr, action: Action) -> EmrReply {
     match action {
-        Action::FindPatient(q) => EmrReply::Patient(emr.find_patient(&q).await),
+        Action::FindPatient(q) => EmrReply::Patient(emr.find_patients(&q).await),
         Action::UpcomingAppointments { patient, from } => {
             EmrReply::Appointments(emr.upcoming_appointments(&patient, from).await)
         }

@@ -13,15 +13,15 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
 use super::flow::{ActionKind, Flow, SlotType, placeholders};
-use super::identity::{GateError, GateOutcome, IdentityGate};
+use super::identity::{GateError, GateOutcome, IdentityGate, Verified};
 use super::nlu::{Emergency, KeywordNlu, Nlu, Topic, Understanding};
 use super::parse::{self, PersonName, When};
-use super::phi::{PatientId, Verified};
 use crate::config::{ClinicConfig, DialogConfig};
 use crate::emr::{
     Appointment, AppointmentId, AppointmentStatus, BookOutcome, EmrError, MessageUrgency,
-    PatientMatch, PatientQuery, PatientRecord, RescheduleOutcome, SlotId, SlotOffer, SlotQuery,
+    PatientQuery, PatientRecord, RescheduleOutcome, SlotId, SlotOffer, SlotQuery,
 };
+use crate::phi::PatientId;
 
 /// Something that happened on the call.
 #[derive(Debug)]
@@ -46,7 +46,8 @@ pub enum Input {
 /// An EMR operation's result, matching the [`Action`] that asked for it.
 #[derive(Debug)]
 pub enum EmrReply {
-    Patient(Result<PatientMatch, EmrError>),
+    /// The candidates for the identity gate.
+    Patient(Result<Vec<PatientRecord>, EmrError>),
     Appointments(Result<Vec<Appointment>, EmrError>),
     Slots(Result<Vec<SlotOffer>, EmrError>),
     Book(Result<BookOutcome, EmrError>),

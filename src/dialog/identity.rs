@@ -1,6 +1,10 @@
 //! The identity gate: per call, Unverified -> Verified(patient) only when every configured factor
 //! matches the EMR's record. It is the only place that issues a [`Verified`] proof.
 //!
+//! - The EMR returns every record with the family name and birth date heard; the gate picks the
+//!   one whose given name is the one heard: an exact match wins, else one that may be it as the
+//!   recognizer spelled it ("Marie" for "Maria"). Two close records stay two (twins are never
+//!   verified), and none is the same failure as no record at all.
 //! - A failed attempt looks the same whether or not such a patient exists (the engine gives one
 //!   reply for both, and the shell pads the lookup to `dialog.identity_min_ms`).
 //! - After `dialog.identity_attempts` failures the gate locks: the call goes to staff.
@@ -10,9 +14,35 @@
 use jiff::civil::Date;
 
 use super::parse::{PersonName, answers_to, given_name_close, same_name};
-use super::phi::Verified;
 use crate::config::IdentityFactors;
-use crate::emr::{EmrError, PatientMatch, PatientQuery, PatientRecord};
+use crate::emr::{EmrError, PatientQuery, PatientRecord};
+use crate::phi::{PatientId, Phi, PhiError};
+
+/// Proof that the caller of this call was verified as `patient`. Its field is private to this
+/// module, so only the gate below can make one; `Phi::reveal` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    patient: PatientId,
+}
+
+impl Verified {
+    pub fn patient(&self) -> &PatientId {
+        &self.patient
+    }
+}
+
+// `reveal` lives beside the proof so that the PHI types (`crate::phi`, the ground floor) need not
+// know the gate.
+impl<T> Phi<T> {
+    /// The value, for a caller verified as its owner.
+    pub fn reveal(&self, proof: &Verified) -> Result<&T, PhiError> {
+        if &proof.patient == self.owner() {
+            Ok(self.value_unchecked())
+        } else {
+            Err(PhiError::WrongPatient)
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateError {
@@ -95,7 +125,6 @@ impl IdentityGate {
         });
         Ok(PatientQuery {
             family: name.family.clone(),
-            given: name.given.clone(),
             birth_date: dob,
             phone: if self.factors == IdentityFactors::NameDobPhone {
                 phone.map(str::to_string)
@@ -105,16 +134,21 @@ impl IdentityGate {
         })
     }
 
-    /// Ends the attempt with the EMR's answer. Every factor is compared again here, whatever
+    /// Ends the attempt with the EMR's candidates. Every factor is compared again here, whatever
     /// the EMR's search matched on.
-    pub fn finish(&mut self, result: Result<PatientMatch, EmrError>) -> GateOutcome {
+    pub fn finish(&mut self, candidates: Result<Vec<PatientRecord>, EmrError>) -> GateOutcome {
         let Some(check) = self.pending.take() else {
             return GateOutcome::Failed;
         };
-        let record = match result {
+        let candidates = match candidates {
             Err(e) => return GateOutcome::Error(e),
-            Ok(PatientMatch::One(record)) => record,
-            Ok(PatientMatch::None | PatientMatch::Several(_)) => return self.fail(),
+            Ok(candidates) => candidates,
+        };
+        let mut heard = narrow_by_given(candidates, &check.given);
+        let record = match (heard.pop(), heard.is_empty()) {
+            (Some(record), true) => record,
+            // None answers to the name, or several do: the same failure.
+            _ => return self.fail(),
         };
         // The given name as it sounds ("Marie" heard for "Maria"); the family name exactly.
         let name_ok = record
@@ -131,8 +165,10 @@ impl IdentityGate {
             }),
         };
         if name_ok && dob_ok && phone_ok {
-            self.verified = Some(Verified::issue(record.id.clone()));
-            GateOutcome::Verified(record)
+            self.verified = Some(Verified {
+                patient: record.id.clone(),
+            });
+            GateOutcome::Verified(Box::new(record))
         } else {
             self.fail()
         }
@@ -148,6 +184,22 @@ impl IdentityGate {
     }
 }
 
+/// The candidates whose given name is the one heard; when none is, the ones whose given name may
+/// be it as the recognizer spelled it ("Marie" for "Maria"). Twins with one family name and birth
+/// date stay apart: an exact match wins, and two close ones stay two (not verified).
+fn narrow_by_given(candidates: Vec<PatientRecord>, given: &str) -> Vec<PatientRecord> {
+    let (exact, others): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|r| r.given.matches(|g| answers_to(given, g, same_name)));
+    if !exact.is_empty() {
+        return exact;
+    }
+    others
+        .into_iter()
+        .filter(|r| r.given.matches(|g| answers_to(given, g, given_name_close)))
+        .collect()
+}
+
 fn last10(digits: &str) -> String {
     let d: String = digits.chars().filter(char::is_ascii_digit).collect();
     d[d.len().saturating_sub(10)..].to_string()
@@ -156,7 +208,6 @@ fn last10(digits: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialog::phi::{PatientId, Phi};
     use jiff::civil::date;
 
     fn record(id: &str, given: &str, family: &str, dob: Date, phone: &str) -> PatientRecord {
@@ -184,23 +235,11 @@ mod tests {
         gate.begin(&name("John", "Smith"), date(1975, 3, 4), None)
             .unwrap();
         // an EMR that matched loosely still does not verify a wrong DOB
-        let out = gate.finish(Ok(PatientMatch::One(Box::new(record(
-            "a",
-            "John",
-            "Smith",
-            dob,
-            "5551234567",
-        )))));
+        let out = gate.finish(Ok(vec![record("a", "John", "Smith", dob, "5551234567")]));
         assert!(matches!(out, GateOutcome::Failed));
         assert!(gate.verified().is_none());
         gate.begin(&name("john", "SMITH"), dob, None).unwrap();
-        let out = gate.finish(Ok(PatientMatch::One(Box::new(record(
-            "a",
-            "John",
-            "Smith",
-            dob,
-            "5551234567",
-        )))));
+        let out = gate.finish(Ok(vec![record("a", "John", "Smith", dob, "5551234567")]));
         assert!(matches!(out, GateOutcome::Verified(_)));
         assert_eq!(gate.verified().unwrap().patient(), &PatientId::new("a"));
         // nobody else can be verified in this call
@@ -213,11 +252,7 @@ mod tests {
     #[test]
     fn a_given_name_heard_as_it_sounds_verifies_but_not_another_family_name() {
         let dob = date(1992, 11, 30);
-        let maria = || {
-            Ok(PatientMatch::One(Box::new(record(
-                "m", "Maria", "Garcia", dob, "",
-            ))))
-        };
+        let maria = || Ok(vec![record("m", "Maria", "Garcia", dob, "")]);
         let mut gate = IdentityGate::new(IdentityFactors::NameDob, 3);
         gate.begin(&name("Marie", "Garcia"), dob, None).unwrap();
         assert!(matches!(gate.finish(maria()), GateOutcome::Verified(_)));
@@ -230,19 +265,16 @@ mod tests {
 
     #[test]
     fn several_matches_never_pick_one_and_attempts_lock() {
+        let dob = date(1975, 3, 3);
         let mut gate = IdentityGate::new(IdentityFactors::NameDob, 2);
-        gate.begin(&name("John", "Smith"), date(1975, 3, 3), None)
-            .unwrap();
-        assert!(matches!(
-            gate.finish(Ok(PatientMatch::Several(2))),
-            GateOutcome::Failed
-        ));
-        gate.begin(&name("John", "Smith"), date(1975, 3, 3), None)
-            .unwrap();
-        assert!(matches!(
-            gate.finish(Ok(PatientMatch::None)),
-            GateOutcome::Locked
-        ));
+        gate.begin(&name("John", "Smith"), dob, None).unwrap();
+        let twins = vec![
+            record("a", "John", "Smith", dob, ""),
+            record("b", "John", "Smith", dob, ""),
+        ];
+        assert!(matches!(gate.finish(Ok(twins)), GateOutcome::Failed));
+        gate.begin(&name("John", "Smith"), dob, None).unwrap();
+        assert!(matches!(gate.finish(Ok(vec![])), GateOutcome::Locked));
         assert_eq!(
             gate.begin(&name("John", "Smith"), date(1975, 3, 3), None)
                 .unwrap_err(),
@@ -251,17 +283,36 @@ mod tests {
     }
 
     #[test]
+    fn the_given_name_picks_exactly_first_then_as_it_sounds_and_twins_stay_two() {
+        let dob = date(1992, 11, 30);
+        let twins = || {
+            Ok(vec![
+                record("a", "Maria", "Garcia", dob, ""),
+                record("b", "Mario", "Garcia", dob, ""),
+            ])
+        };
+        let verified_as = |given: &str, candidates| {
+            let mut gate = IdentityGate::new(IdentityFactors::NameDob, 3);
+            gate.begin(&name(given, "Garcia"), dob, None).unwrap();
+            match gate.finish(candidates) {
+                GateOutcome::Verified(r) => Some(r.id.as_str().to_string()),
+                GateOutcome::Failed => None,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(verified_as("Maria", twins()).as_deref(), Some("a"));
+        assert_eq!(verified_as("mario", twins()).as_deref(), Some("b"));
+        // close to both: both stay, and two candidates verify nobody
+        assert_eq!(verified_as("Marie", twins()), None);
+        let two_given = Ok(vec![record("a", "Maria Luisa", "Garcia", dob, "")]);
+        assert_eq!(verified_as("Marie", two_given).as_deref(), Some("a"));
+        assert_eq!(verified_as("Elena", twins()), None);
+    }
+
+    #[test]
     fn phone_factor_when_configured() {
         let dob = date(1975, 3, 3);
-        let rec = || {
-            Ok(PatientMatch::One(Box::new(record(
-                "a",
-                "John",
-                "Smith",
-                dob,
-                "+1 (555) 123-4567",
-            ))))
-        };
+        let rec = || Ok(vec![record("a", "John", "Smith", dob, "+1 (555) 123-4567")]);
         let mut gate = IdentityGate::new(IdentityFactors::NameDobPhone, 3);
         assert_eq!(
             gate.begin(&name("John", "Smith"), dob, None).unwrap_err(),
@@ -273,5 +324,16 @@ mod tests {
         gate.begin(&name("John", "Smith"), dob, Some("5551234567"))
             .unwrap();
         assert!(matches!(gate.finish(rec()), GateOutcome::Verified(_)));
+    }
+
+    #[test]
+    fn reveal_needs_proof_for_the_same_patient() {
+        let proof = |id: &str| Verified {
+            patient: PatientId::new(id),
+        };
+        let phi = Phi::new(PatientId::new("a"), 42);
+        assert_eq!(phi.reveal(&proof("a")), Ok(&42));
+        assert_eq!(phi.reveal(&proof("b")), Err(PhiError::WrongPatient));
+        assert!(phi.matches(|v| *v == 42));
     }
 }

@@ -1,4 +1,5 @@
-//! The dialog layer: intake flows, the identity gate, PHI handling, understanding, the turn engine.
+//! The dialog layer: intake flows, the identity gate (the one place that reveals PHI: the types
+//! are `crate::phi`), understanding, the turn engine.
 //!
 //! A shell (the live call pipeline, `carevoice call --text`, `carevoice flows preview`) builds a
 //! [`Dialog`] once from the config, asks it for one [`Engine`] per call
@@ -12,7 +13,6 @@ pub mod identity;
 pub mod llm;
 pub mod nlu;
 pub mod parse;
-pub mod phi;
 pub mod reload;
 pub mod understand;
 

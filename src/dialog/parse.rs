@@ -4,6 +4,8 @@
 
 use jiff::civil::{Date, Time, Weekday};
 
+use crate::words;
+
 /// Lower-cases, splits hyphens and slashes around words, and drops punctuation that ASR adds
 /// (keeps `/`, `:` and `-` between digits for written dates and times).
 pub fn normalize(text: &str) -> String {
@@ -33,76 +35,28 @@ fn words(text: &str) -> Vec<String> {
 }
 
 fn unit(w: &str) -> Option<u32> {
-    Some(match w {
-        "zero" | "oh" | "o" => 0,
-        "one" => 1,
-        "two" => 2,
-        "three" => 3,
-        "four" => 4,
-        "five" => 5,
-        "six" => 6,
-        "seven" => 7,
-        "eight" => 8,
-        "nine" => 9,
-        _ => return None,
-    })
+    match w {
+        // "oh three": zero as the recognizer writes it in digit strings.
+        "oh" | "o" => Some(0),
+        _ => words::value_in(&words::ONES, 0..10, w),
+    }
 }
 
 fn teen(w: &str) -> Option<u32> {
-    Some(match w {
-        "ten" => 10,
-        "eleven" => 11,
-        "twelve" => 12,
-        "thirteen" => 13,
-        "fourteen" => 14,
-        "fifteen" => 15,
-        "sixteen" => 16,
-        "seventeen" => 17,
-        "eighteen" => 18,
-        "nineteen" => 19,
-        _ => return None,
-    })
+    words::value_in(&words::ONES, 10..20, w)
 }
 
 fn tens(w: &str) -> Option<u32> {
-    Some(match w {
-        "twenty" => 20,
-        "thirty" => 30,
-        "forty" | "fourty" => 40,
-        "fifty" => 50,
-        "sixty" => 60,
-        "seventy" => 70,
-        "eighty" => 80,
-        "ninety" => 90,
-        _ => return None,
-    })
+    match w {
+        "fourty" => Some(40),
+        _ => words::value_in(&words::TENS, 2..10, w).map(|t| t * 10),
+    }
 }
 
 fn ordinal_word(w: &str) -> Option<u32> {
-    Some(match w {
-        "first" => 1,
-        "second" => 2,
-        "third" => 3,
-        "fourth" => 4,
-        "fifth" => 5,
-        "sixth" => 6,
-        "seventh" => 7,
-        "eighth" => 8,
-        "ninth" => 9,
-        "tenth" => 10,
-        "eleventh" => 11,
-        "twelfth" => 12,
-        "thirteenth" => 13,
-        "fourteenth" => 14,
-        "fifteenth" => 15,
-        "sixteenth" => 16,
-        "seventeenth" => 17,
-        "eighteenth" => 18,
-        "nineteenth" => 19,
-        "twentieth" => 20,
-        "thirtieth" => 30,
-        _ => return None,
-    })
+    // Ordinal tens only up to "thirtieth": they are days of the month here.
+    words::value_in(&words::ORDINAL_ONES, 1..20, w)
+        .or_else(|| words::value_in(&words::ORDINAL_TENS, 2..4, w).map(|t| t * 10))
 }
 
 /// `3rd`, `21st`, `2nd`, `4th` -> the number.
@@ -155,20 +109,19 @@ fn ordinal_digits(w: &str) -> Option<u32> {
 }
 
 pub fn month(w: &str) -> Option<i8> {
-    Some(match w {
-        "january" | "jan" => 1,
-        "february" | "feb" | "febuary" => 2,
-        "march" | "mar" => 3,
-        "april" | "apr" => 4,
-        "may" => 5,
-        "june" | "jun" => 6,
-        "july" | "jul" => 7,
-        "august" | "aug" => 8,
-        "september" | "sept" | "sep" => 9,
-        "october" | "oct" => 10,
-        "november" | "nov" => 11,
-        "december" | "dec" => 12,
-        _ => return None,
+    words::month_number(w).or(match w {
+        "jan" => Some(1),
+        "feb" | "febuary" => Some(2),
+        "mar" => Some(3),
+        "apr" => Some(4),
+        "jun" => Some(6),
+        "jul" => Some(7),
+        "aug" => Some(8),
+        "sept" | "sep" => Some(9),
+        "oct" => Some(10),
+        "nov" => Some(11),
+        "dec" => Some(12),
+        _ => None,
     })
 }
 

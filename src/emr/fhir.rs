@@ -1,7 +1,8 @@
 //! [`Emr`] over FHIR R4 (`carevoice-fhir`, on fhir-sdk): every operation has a timeout, reads are
 //! retried with backoff, a circuit breaker turns repeated failures into an immediate fallback, and
-//! every FHIR read/write is reported to an [`EmrObserver`] (the audit layer) with resource type, id,
-//! operation and outcome — never resource content.
+//! every FHIR read/write is reported to an [`EmrObserver`] (the audit layer implements it, in
+//! `audit::emr`: the EMR does not know the audit log) with resource type, id, operation and
+//! outcome — never resource content.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,6 @@ use jiff::civil::Date;
 use super::breaker::Breaker;
 use super::*;
 use crate::config::{EmrAuth, EmrConfig, JwtAlgorithm};
-use crate::dialog::parse::{answers_to, given_name_close, same_name};
 
 /// One FHIR interaction, for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,7 +289,7 @@ impl FhirEmr {
 
 #[async_trait::async_trait]
 impl Emr for FhirEmr {
-    async fn find_patient(&self, query: &PatientQuery) -> Result<PatientMatch, EmrError> {
+    async fn find_patients(&self, query: &PatientQuery) -> Result<Vec<PatientRecord>, EmrError> {
         let birth = query.birth_date.to_string();
         let found = self
             .run(
@@ -297,35 +297,28 @@ impl Emr for FhirEmr {
                 "Patient",
                 true,
                 |v: &Vec<carevoice_fhir::PatientInfo>| v.iter().map(|p| p.id.clone()).collect(),
-                // Every record with this family name and birth date; the given name narrows
-                // them below, where a name heard as it sounds may still match.
+                // Every record with this family name and birth date; the identity gate picks the
+                // one whose given name is the one heard.
                 || {
                     self.client
                         .find_patients(&query.family, "", &birth, query.phone.as_deref())
                 },
             )
             .await?;
-        let found = narrow_by_given(found, &query.given);
-        Ok(match found.len() {
-            0 => PatientMatch::None,
-            1 => {
-                let p = found.into_iter().next().expect("one");
+        Ok(found
+            .into_iter()
+            .filter_map(|p| {
+                let birth_date = p.birth_date.as_deref()?.parse::<Date>().ok()?;
                 let id = PatientId::new(p.id);
-                let birth_date = p
-                    .birth_date
-                    .as_deref()
-                    .and_then(|d| d.parse::<Date>().ok())
-                    .ok_or_else(|| EmrError::Malformed("patient without a birth date".into()))?;
-                PatientMatch::One(Box::new(PatientRecord {
+                Some(PatientRecord {
                     given: Phi::new(id.clone(), p.given),
                     family: Phi::new(id.clone(), p.family),
                     birth_date: Phi::new(id.clone(), birth_date),
                     phones: Phi::new(id.clone(), p.phones),
                     id,
-                }))
-            }
-            n => PatientMatch::Several(n),
-        })
+                })
+            })
+            .collect())
     }
 
     async fn upcoming_appointments(
@@ -457,96 +450,5 @@ impl Emr for FhirEmr {
             },
         )
         .await
-    }
-}
-
-/// Every FHIR access the voice agent makes goes on the audit log (ids sealed, no content).
-impl EmrObserver for crate::audit::AuditLog {
-    fn fhir_access(&self, access: FhirAccess) {
-        let status = access
-            .outcome
-            .strip_prefix("status ")
-            .and_then(|s| s.parse().ok());
-        let event = crate::audit::AuditEvent::FhirAccess(crate::audit::FhirAccess {
-            actor: "agent".into(),
-            call_id: None,
-            op: access.operation.into(),
-            resource_type: access.resource_type.into(),
-            outcome: access.outcome,
-            status,
-            resource_id: (!access.ids.is_empty())
-                .then(|| crate::audit::Confidential::new(access.ids.join(","))),
-            patient: None,
-        });
-        // Queued in order from this synchronous hook, so a shutdown right after the EMR call still
-        // writes it; only a full queue (back-pressure) defers it to a task.
-        match self.try_submit(event) {
-            Ok(_) => {}
-            Err(crate::audit::TrySubmitError::Full(event)) => {
-                let log = self.clone();
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        if let Err(e) = log.submit(*event).await {
-                            tracing::error!(error = %e, "audit: FHIR access not recorded");
-                        }
-                    });
-                }
-            }
-            Err(crate::audit::TrySubmitError::Closed) => {
-                tracing::error!("audit: FHIR access not recorded: the audit writer has stopped");
-            }
-        }
-    }
-}
-
-/// The records whose given name is the one heard; when none is, the ones whose given name may be
-/// it as the recognizer spelled it ("Marie" for "Maria"). Twins with one family name and birth
-/// date stay apart: an exact match wins, and two close ones stay two (not verified).
-fn narrow_by_given(
-    found: Vec<carevoice_fhir::PatientInfo>,
-    given: &str,
-) -> Vec<carevoice_fhir::PatientInfo> {
-    let (exact, others): (Vec<_>, Vec<_>) = found
-        .into_iter()
-        .partition(|p| answers_to(given, &p.given, same_name));
-    if !exact.is_empty() {
-        return exact;
-    }
-    others
-        .into_iter()
-        .filter(|p| answers_to(given, &p.given, given_name_close))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn patient(id: &str, given: &str) -> carevoice_fhir::PatientInfo {
-        carevoice_fhir::PatientInfo {
-            id: id.into(),
-            given: given.into(),
-            family: "Garcia".into(),
-            birth_date: Some("1992-11-30".into()),
-            phones: vec![],
-        }
-    }
-
-    fn ids(found: Vec<carevoice_fhir::PatientInfo>) -> Vec<String> {
-        found.into_iter().map(|p| p.id).collect()
-    }
-
-    #[test]
-    fn the_given_name_narrows_exactly_first_then_as_it_sounds() {
-        let twins = || vec![patient("a", "Maria"), patient("b", "Mario")];
-        assert_eq!(ids(narrow_by_given(twins(), "Maria")), ["a"]);
-        assert_eq!(ids(narrow_by_given(twins(), "mario")), ["b"]);
-        // close to both: both stay, and two matches verify nobody
-        assert_eq!(ids(narrow_by_given(twins(), "Marie")), ["a", "b"]);
-        assert_eq!(
-            ids(narrow_by_given(vec![patient("a", "Maria Luisa")], "Marie")),
-            ["a"]
-        );
-        assert!(narrow_by_given(twins(), "Elena").is_empty());
     }
 }

@@ -10,13 +10,14 @@ pub mod seed;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::dialog::phi::{PatientId, Phi};
+use crate::phi::{PatientId, Phi};
 
-/// What the caller said about themselves, to look up their record.
+/// What the caller said about themselves, to look up the records that may be theirs. The given
+/// name is not in it: which candidate answers to the name heard is the identity gate's decision
+/// (`dialog::identity`), not the EMR's.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PatientQuery {
     pub family: String,
-    pub given: String,
     pub birth_date: Date,
     /// Digits only, when the caller gave one or the calling number is to be used.
     pub phone: Option<String>,
@@ -37,14 +38,6 @@ pub struct PatientRecord {
     pub birth_date: Phi<Date>,
     /// Phone numbers on file, digits only.
     pub phones: Phi<Vec<String>>,
-}
-
-/// Result of a patient search. Several matches never pick one: the caller is not verified.
-#[derive(Debug, Clone)]
-pub enum PatientMatch {
-    None,
-    One(Box<PatientRecord>),
-    Several(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -150,7 +143,10 @@ pub enum EmrError {
 /// The scheduling operations the phone line needs.
 #[async_trait::async_trait]
 pub trait Emr: Send + Sync {
-    async fn find_patient(&self, query: &PatientQuery) -> Result<PatientMatch, EmrError>;
+    /// Every record with the query's family name and birth date (and phone, when the query has
+    /// one), unnarrowed: the candidates the identity gate picks from. Records without a birth date
+    /// are left out (they cannot match one).
+    async fn find_patients(&self, query: &PatientQuery) -> Result<Vec<PatientRecord>, EmrError>;
     /// Appointments starting at or after `from`, soonest first.
     async fn upcoming_appointments(
         &self,

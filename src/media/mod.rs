@@ -1,4 +1,5 @@
-//! Call media: SDP, RTP, jitter buffer, G.711, Opus, resampling, DTMF, and a call's media edge.
+//! Call media: SDP, RTP, jitter buffer, G.711, Opus, resampling, WAV files, DTMF, and a call's
+//! media edge.
 //!
 //! # The media edge
 //!
@@ -25,6 +26,7 @@
 //!
 //! Keypad digits can be PHI (a date of birth): they are never logged, only counted.
 
+pub mod audio;
 pub mod g711;
 pub mod jitter;
 pub mod leg;
@@ -53,6 +55,8 @@ pub enum MediaError {
     Rtp(String),
     #[error("{path}: cannot read WAV: {message}")]
     Wav { path: PathBuf, message: String },
+    #[error(transparent)]
+    Audio(#[from] audio::AudioError),
     #[error("media.rtp_port_min..rtp_port_max: no free RTP port between {min} and {max}")]
     NoPort { min: u16, max: u16 },
     #[error("SRTP: {0}")]
@@ -183,36 +187,13 @@ pub fn edge(audio_depth: usize, play_depth: usize) -> (MediaEdge, EdgePeer) {
 
 /// Reads a WAV file (PCM 8/16/24/32-bit or float, any rate, mono or stereo) as 16 kHz mono.
 pub fn load_wav_16k(path: &Path) -> Result<Vec<i16>, MediaError> {
-    let err = |message: String| MediaError::Wav {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
-    let spec = reader.spec();
-    let channels = spec.channels.max(1) as usize;
-    let samples: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(e.to_string()))?,
-        hound::SampleFormat::Int => {
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(e.to_string()))?
-        }
-    };
-    let mono: Vec<i16> = samples
-        .chunks(channels)
-        .map(|c| {
-            let avg = c.iter().sum::<f32>() / c.len() as f32;
-            (avg * 32767.0).round().clamp(-32768.0, 32767.0) as i16
-        })
-        .collect();
-    if mono.is_empty() {
-        return Err(err("no samples".into()));
+    let audio = audio::read_wav(path)?;
+    if audio.samples.is_empty() {
+        return Err(MediaError::Wav {
+            path: path.to_path_buf(),
+            message: "no samples".into(),
+        });
     }
-    Ok(resample::resample_offline(&mono, spec.sample_rate, 16000))
+    let audio = audio.resampled(16000)?;
+    Ok(audio.samples.iter().map(|&s| audio::to_i16(s)).collect())
 }

@@ -1,7 +1,20 @@
-//! Resampling: a streaming 2x polyphase FIR for 8 kHz <-> 16 kHz, and an offline windowed-sinc
-//! converter for any rate (used once per greeting file).
+//! Resampling, the crate's one of each kind: a streaming 2x polyphase FIR for 8 kHz <-> 16 kHz
+//! (call audio, frame by frame, keeping state), and [`resample`] for any rate on a whole signal
+//! (rubato's FFT resampler: synthesized sentences, WAV files for recognition, the greeting).
 
 use std::f64::consts::PI;
+
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::audioadapter_buffers::owned::InterleavedOwned;
+use rubato::{Fft, FixedSync, Resampler};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resample from {from} Hz to {to} Hz: {message}")]
+pub struct ResampleError {
+    pub from: u32,
+    pub to: u32,
+    pub message: String,
+}
 
 const TAPS: usize = 32;
 
@@ -114,43 +127,23 @@ impl Downsampler {
     }
 }
 
-/// Converts a whole signal from `from` Hz to `to` Hz with a windowed-sinc kernel.
-pub fn resample_offline(input: &[i16], from: u32, to: u32) -> Vec<i16> {
-    if from == to || input.is_empty() || from == 0 || to == 0 {
-        return input.to_vec();
+/// Resamples mono audio; the output has `len * to / from` samples (rounded).
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, ResampleError> {
+    if from == to || samples.is_empty() {
+        return Ok(samples.to_vec());
     }
-    let ratio = to as f64 / from as f64;
-    let cutoff = 0.45 * ratio.min(1.0); // cycles per input sample
-    let half_width = (16.0 / ratio.min(1.0)).ceil() as i64;
-    let out_len = (input.len() as f64 * ratio).floor() as usize;
-    let mut out = Vec::with_capacity(out_len);
-    for i in 0..out_len {
-        let center = i as f64 / ratio;
-        let c = center.floor() as i64;
-        let mut acc = 0f64;
-        let mut norm = 0f64;
-        for j in (c - half_width + 1)..=(c + half_width) {
-            if j < 0 || j as usize >= input.len() {
-                continue;
-            }
-            let x = j as f64 - center;
-            let sinc = if x.abs() < 1e-9 {
-                2.0 * cutoff
-            } else {
-                (2.0 * PI * cutoff * x).sin() / (PI * x)
-            };
-            let w = 0.5 + 0.5 * (PI * x / half_width as f64).cos();
-            let k = sinc * w;
-            acc += k * input[j as usize] as f64;
-            norm += k;
-        }
-        out.push(sat(if norm.abs() > 1e-9 {
-            (acc / norm) as f32
-        } else {
-            0.0
-        }));
-    }
-    out
+    let err = |message: String| ResampleError { from, to, message };
+    let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
+        .map_err(|e| err(e.to_string()))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.to_string()))?;
+    let needed = resampler.process_all_needed_output_len(samples.len());
+    let mut output = InterleavedOwned::<f32>::new(0.0, 1, needed);
+    let (_, produced) = resampler
+        .process_all_into_buffer(&input, &mut output, samples.len(), None)
+        .map_err(|e| err(e.to_string()))?;
+    let mut out = output.take_data();
+    out.truncate(produced);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -194,11 +187,27 @@ mod tests {
     }
 
     #[test]
-    fn offline_any_rate() {
-        let input = tone(440.0, 44100, 44100);
-        let out = resample_offline(&input, 44100, 8000);
-        assert_eq!(out.len(), 8000);
-        assert!((rms(&out[100..7900]) - 7071.0).abs() < 300.0);
-        assert_eq!(resample_offline(&input[..10], 8000, 8000), input[..10]);
+    fn resample_keeps_duration_and_tone() {
+        let from = 8000;
+        let tone: Vec<f32> = (0..8000)
+            .map(|i| (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / from as f32).sin() * 0.5)
+            .collect();
+        let out = resample(&tone, from, 16000).unwrap();
+        assert!((out.len() as i64 - 16000).abs() < 64, "{}", out.len());
+        let peak = out.iter().fold(0f32, |m, s| m.max(s.abs()));
+        assert!((0.4..0.6).contains(&peak), "{peak}");
+    }
+
+    #[test]
+    fn any_rate_keeps_duration_and_level() {
+        let input: Vec<f32> = tone(440.0, 44100, 44100)
+            .into_iter()
+            .map(|s| s as f32 / 32768.0)
+            .collect();
+        let out = resample(&input, 44100, 8000).unwrap();
+        assert!((out.len() as i64 - 8000).abs() < 64, "{}", out.len());
+        let level = (out[100..7900].iter().map(|s| s * s).sum::<f32>() / 7800.0).sqrt();
+        assert!((level - 7071.0 / 32768.0).abs() < 0.01, "{level}");
+        assert_eq!(resample(&input[..10], 8000, 8000).unwrap(), input[..10]);
     }
 }

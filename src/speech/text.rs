@@ -2,79 +2,7 @@
 //! abbreviations become words ("3:30 PM" -> "three thirty P M", "03/04" -> "March fourth" in the
 //! US order, "fourth of March" day-first). Pure functions, no I/O.
 
-const ONES: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = [
-    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-];
-const ORD_ONES: [&str; 20] = [
-    "zeroth",
-    "first",
-    "second",
-    "third",
-    "fourth",
-    "fifth",
-    "sixth",
-    "seventh",
-    "eighth",
-    "ninth",
-    "tenth",
-    "eleventh",
-    "twelfth",
-    "thirteenth",
-    "fourteenth",
-    "fifteenth",
-    "sixteenth",
-    "seventeenth",
-    "eighteenth",
-    "nineteenth",
-];
-const ORD_TENS: [&str; 10] = [
-    "",
-    "",
-    "twentieth",
-    "thirtieth",
-    "fortieth",
-    "fiftieth",
-    "sixtieth",
-    "seventieth",
-    "eightieth",
-    "ninetieth",
-];
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
+use crate::words::{MONTHS, ONES, ORDINAL_ONES, ORDINAL_TENS, TENS};
 
 /// Cardinal number in words ("one hundred twenty three").
 pub fn cardinal(n: u64) -> String {
@@ -106,12 +34,12 @@ fn join(head: &str, unit: &str, rest: u64) -> String {
 /// Ordinal in words ("twenty first").
 pub fn ordinal(n: u64) -> String {
     match n {
-        0..=19 => ORD_ONES[n as usize].to_string(),
-        20..=99 if n.is_multiple_of(10) => ORD_TENS[(n / 10) as usize].to_string(),
+        0..=19 => ORDINAL_ONES[n as usize].to_string(),
+        20..=99 if n.is_multiple_of(10) => ORDINAL_TENS[(n / 10) as usize].to_string(),
         20..=99 => format!(
             "{} {}",
             TENS[(n / 10) as usize],
-            ORD_ONES[(n % 10) as usize]
+            ORDINAL_ONES[(n % 10) as usize]
         ),
         _ => {
             let c = cardinal(n);

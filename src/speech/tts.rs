@@ -339,7 +339,8 @@ impl Tts {
         let mut total = 0;
         for piece in text::pieces(&normalized) {
             let raw = self.voice.synthesize_sentence(&piece.text)?;
-            let mut pcm = audio::resample(&raw, self.voice.sample_rate(), rate)?;
+            let mut pcm =
+                audio::resample(&raw, self.voice.sample_rate(), rate).map_err(AudioError::from)?;
             // A short pause between sentences, a shorter one after a clause.
             let pause = if piece.ends_sentence {
                 rate / 8

@@ -9,7 +9,7 @@ use super::*;
 use crate::config::Config;
 use crate::dialog::flow::Flow;
 use crate::dialog::nlu::{Emergency, KeywordNlu, Nlu};
-use crate::emr::{EmrError, PatientMatch};
+use crate::emr::EmrError;
 use crate::speech::vad::WINDOW_DURATION_MS;
 
 const SPEECH: f32 = 0.9;
@@ -798,7 +798,7 @@ fn identity_runs_on_the_emr_with_a_floor_and_a_failure_retries() {
         "identity checks have a floor"
     );
     c.event(Event::EmrDone {
-        reply: EmrReply::Patient(Ok(PatientMatch::None)),
+        reply: EmrReply::Patient(Ok(Vec::new())),
         ms: 40,
     });
     assert!(c.said().contains("couldn't confirm"), "{}", c.said());
@@ -817,7 +817,7 @@ fn a_fast_emr_gets_no_one_moment() {
     let mut c = Call::verifying();
     c.wait(100);
     c.event(Event::EmrDone {
-        reply: EmrReply::Patient(Ok(PatientMatch::None)),
+        reply: EmrReply::Patient(Ok(Vec::new())),
         ms: 100,
     });
     c.wait(2_000);
@@ -861,7 +861,7 @@ fn hanging_up_during_an_emr_action_cancels_it() {
     // A late result is ignored.
     c.take();
     c.event(Event::EmrDone {
-        reply: EmrReply::Patient(Ok(PatientMatch::None)),
+        reply: EmrReply::Patient(Ok(Vec::new())),
         ms: 40,
     });
     assert!(c.take().is_empty());
@@ -926,7 +926,7 @@ fn a_whole_call_runs_far_faster_than_real_time() {
         c.played();
         c.says("March third nineteen seventy five");
         c.event(Event::EmrDone {
-            reply: EmrReply::Patient(Ok(PatientMatch::None)),
+            reply: EmrReply::Patient(Ok(Vec::new())),
             ms: 40,
         });
         c.played();

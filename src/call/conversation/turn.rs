@@ -6,7 +6,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use crate::call::metrics::Stage;
-use crate::dialog::phi::PatientId;
+use crate::phi::PatientId;
 
 /// How the call ended, for the calls table and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

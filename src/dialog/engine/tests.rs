@@ -8,7 +8,7 @@ use std::path::Path;
 use jiff::civil::{DateTime, date};
 
 use super::*;
-use crate::dialog::phi::Phi;
+use crate::phi::Phi;
 
 pub(crate) struct Seed {
     pub id: &'static str,
@@ -153,20 +153,19 @@ impl Clinic {
                             && s.dob == q.birth_date
                     })
                     .collect();
-                EmrReply::Patient(Ok(match found.as_slice() {
-                    [] => PatientMatch::None,
-                    [s] => {
+                EmrReply::Patient(Ok(found
+                    .into_iter()
+                    .map(|s| {
                         let id = PatientId::new(s.id);
-                        PatientMatch::One(Box::new(PatientRecord {
+                        PatientRecord {
                             id: id.clone(),
                             given: Phi::new(id.clone(), s.given.to_string()),
                             family: Phi::new(id.clone(), s.family.to_string()),
                             birth_date: Phi::new(id.clone(), s.dob),
                             phones: Phi::new(id, vec![s.phone.to_string()]),
-                        }))
-                    }
-                    many => PatientMatch::Several(many.len()),
-                }))
+                        }
+                    })
+                    .collect()))
             }
             Action::UpcomingAppointments { patient, from } => {
                 let pid = patient.as_str();

@@ -3,71 +3,11 @@
 use super::*;
 use jiff::civil::date;
 
-const UNITS: [&str; 20] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-];
-const TENS: [&str; 10] = [
-    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-];
-const ORD: [&str; 20] = [
-    "",
-    "first",
-    "second",
-    "third",
-    "fourth",
-    "fifth",
-    "sixth",
-    "seventh",
-    "eighth",
-    "ninth",
-    "tenth",
-    "eleventh",
-    "twelfth",
-    "thirteenth",
-    "fourteenth",
-    "fifteenth",
-    "sixteenth",
-    "seventeenth",
-    "eighteenth",
-    "nineteenth",
-];
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
+use crate::words::{MONTHS, ONES, ORDINAL_ONES, TENS};
 
 fn say2(n: u32, hyphen: bool) -> String {
     if n < 20 {
-        UNITS[n as usize].to_string()
+        ONES[n as usize].to_string()
     } else if n.is_multiple_of(10) {
         TENS[(n / 10) as usize].to_string()
     } else {
@@ -75,20 +15,24 @@ fn say2(n: u32, hyphen: bool) -> String {
         format!(
             "{}{sep}{}",
             TENS[(n / 10) as usize],
-            UNITS[(n % 10) as usize]
+            ONES[(n % 10) as usize]
         )
     }
 }
 
 fn say_ord(n: u32) -> String {
     if n < 20 {
-        ORD[n as usize].to_string()
+        ORDINAL_ONES[n as usize].to_string()
     } else if n == 20 {
         "twentieth".into()
     } else if n == 30 {
         "thirtieth".into()
     } else {
-        format!("{} {}", TENS[(n / 10) as usize], ORD[(n % 10) as usize])
+        format!(
+            "{} {}",
+            TENS[(n / 10) as usize],
+            ORDINAL_ONES[(n % 10) as usize]
+        )
     }
 }
 
@@ -98,12 +42,12 @@ fn say_year(y: u32) -> String {
         if lo == 0 {
             "two thousand".into()
         } else {
-            format!("two thousand {}", UNITS[lo as usize])
+            format!("two thousand {}", ONES[lo as usize])
         }
     } else if lo == 0 {
         format!("{} hundred", say2(hi, false))
     } else if lo < 10 {
-        format!("{} oh {}", say2(hi, false), UNITS[lo as usize])
+        format!("{} oh {}", say2(hi, false), ONES[lo as usize])
     } else {
         format!("{} {}", say2(hi, true), say2(lo, true))
     }
@@ -112,7 +56,7 @@ fn say_year(y: u32) -> String {
 /// "oh three" / "twelve" for month and day digit pairs.
 fn say_pair(n: u32) -> String {
     if n < 10 {
-        format!("oh {}", UNITS[n as usize])
+        format!("oh {}", ONES[n as usize])
     } else {
         say2(n, false)
     }
@@ -248,14 +192,14 @@ fn phone_numbers_in_hundreds_of_forms() {
         // a deterministic spread of numbers
         let n = 2_000_000_000u64 + seed * 131_071_337 % 7_999_999_999;
         let s = n.to_string();
-        let words_one: Vec<&str> = s.bytes().map(|b| UNITS[(b - b'0') as usize]).collect();
+        let words_one: Vec<&str> = s.bytes().map(|b| ONES[(b - b'0') as usize]).collect();
         let words_oh: Vec<&str> = s
             .bytes()
             .map(|b| {
                 if b == b'0' {
                     "oh"
                 } else {
-                    UNITS[(b - b'0') as usize]
+                    ONES[(b - b'0') as usize]
                 }
             })
             .collect();

@@ -1,7 +1,9 @@
-//! PHI as a type. Values from the EMR about a patient are wrapped in [`Phi`]: no `Display`, a
-//! `Debug` that prints nothing of the value, no `Serialize`. The value comes out only with a
-//! [`Verified`] proof for the same patient, and `Verified` can only be made by the identity gate
-//! (`dialog::identity`), after the caller proved who they are.
+//! PHI as a type, the ground floor of the crate: the EMR makes these values, the audit log seals
+//! them, the dialog reveals them; this module imports none of those layers. Values from the EMR
+//! about a patient are wrapped in [`Phi`]: no `Display`, a `Debug` that prints nothing of the
+//! value, no `Serialize`. The value comes out only through `Phi::reveal`, with the
+//! `dialog::identity::Verified` proof for the same patient; the proof and `reveal` are defined in
+//! the identity gate, the only place that can make one, after the caller proved who they are.
 //!
 //! Two narrow exits exist besides `reveal`, each for one job:
 //! - [`Phi::matches`] answers a yes/no question about the value (the identity gate comparing what
@@ -31,24 +33,6 @@ impl fmt::Debug for PatientId {
     }
 }
 
-/// Proof that the caller of this call was verified as `patient`. Made only by the identity gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    patient: PatientId,
-}
-
-impl Verified {
-    /// Only the identity gate may call this (it is `pub(crate)` so that the gate, in
-    /// `dialog::identity`, can; nothing else in the crate should).
-    pub(crate) fn issue(patient: PatientId) -> Self {
-        Self { patient }
-    }
-
-    pub fn patient(&self) -> &PatientId {
-        &self.patient
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhiError {
     #[error("PHI of another patient than the verified one")]
@@ -71,13 +55,10 @@ impl<T> Phi<T> {
         &self.owner
     }
 
-    /// The value, for a caller verified as its owner.
-    pub fn reveal(&self, proof: &Verified) -> Result<&T, PhiError> {
-        if proof.patient == self.owner {
-            Ok(&self.value)
-        } else {
-            Err(PhiError::WrongPatient)
-        }
+    /// The value with no proof checked: only for `Phi::reveal` in the identity gate, which checks
+    /// the proof first (the gate sits above this module, so it cannot see the field).
+    pub(crate) fn value_unchecked(&self) -> &T {
+        &self.value
     }
 
     /// A yes/no question about the value, answered without handing it out.
@@ -114,16 +95,5 @@ mod tests {
         let shown = format!("{phi:?} {:?}", phi.owner());
         assert!(!shown.contains("1975"), "{shown}");
         assert!(!shown.contains("p-123"), "{shown}");
-    }
-
-    #[test]
-    fn reveal_needs_proof_for_the_same_patient() {
-        let phi = Phi::new(PatientId::new("a"), 42);
-        assert_eq!(phi.reveal(&Verified::issue(PatientId::new("a"))), Ok(&42));
-        assert_eq!(
-            phi.reveal(&Verified::issue(PatientId::new("b"))),
-            Err(PhiError::WrongPatient)
-        );
-        assert!(phi.matches(|v| *v == 42));
     }
 }
