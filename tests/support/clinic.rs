@@ -118,14 +118,7 @@ impl LiveClinic {
         n: usize,
         timeout: Duration,
     ) -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let ev = self.feed_of(kind, call);
-            if ev.len() >= n || std::time::Instant::now() > deadline {
-                return ev;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(n, timeout, || self.feed_of(kind, call))
     }
 
     pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
@@ -144,40 +137,6 @@ impl LiveClinic {
             .into_iter()
             .filter(|v| v["span"]["call"] == call)
             .collect()
-    }
-
-    pub fn wait_call_events(
-        &self,
-        call: &str,
-        message: &str,
-        n: usize,
-        timeout: Duration,
-    ) -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let ev = self.call_events(call, message);
-            if ev.len() >= n || std::time::Instant::now() > deadline {
-                return ev;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Waits until the server logged `n` lines with `message`.
-    pub fn wait_events(
-        &self,
-        message: &str,
-        n: usize,
-        timeout: Duration,
-    ) -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let ev = self.events(message);
-            if ev.len() >= n || std::time::Instant::now() > deadline {
-                return ev;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     pub fn patient_id(&self, family: &str, given: &str) -> String {
@@ -219,5 +178,17 @@ impl LiveClinic {
             .unwrap()
             .json()
             .unwrap()
+    }
+}
+
+/// Polls `read` every 50 ms until it holds `n` items or `timeout` passes; returns the last read.
+fn wait_for<T>(n: usize, timeout: Duration, read: impl Fn() -> Vec<T>) -> Vec<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let got = read();
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
