@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{
-    Command, Conversation, EscalationRequest, Notice, Outcome, Turn, TurnAction, policy,
-};
+use super::{Command, Conversation, EscalationRequest, Notice, Outcome, Turn, TurnAction, policy};
 use crate::call::metrics::Stage;
 use crate::dialog::engine::{EmrReply, Ending, Input, Output};
 

@@ -205,7 +205,13 @@ impl Conversation {
         });
     }
 
-    pub(super) fn on_understood(&mut self, turn: u32, understanding: Understanding, ms: u64, now: Instant) {
+    pub(super) fn on_understood(
+        &mut self,
+        turn: u32,
+        understanding: Understanding,
+        ms: u64,
+        now: Instant,
+    ) {
         // The newest turn wins: an understanding of a turn the caller has since talked past
         // is dropped.
         let Some((_, text)) = self.understanding.take_if(|(t, _)| *t == turn) else {
@@ -224,5 +230,4 @@ impl Conversation {
         let out = self.engine.handle(input, self.wall(now));
         self.apply(out, false, now);
     }
-
 }
