@@ -130,6 +130,7 @@ impl Endpoint {
             transport,
             invite: inv,
             invite_branch: branch.clone(),
+            invite_key: None,
             call_id: call_id.clone(),
             local_tag: local_tag.clone(),
             remote_target: target.to_string(),
@@ -141,7 +142,7 @@ impl Endpoint {
             session_id,
             sdp_version: 1,
             last_response: None,
-            reinvite_branch: None,
+            reinvite_key: None,
             rung: false,
             retransmit: Some(Retransmit {
                 bytes: bytes.clone(),
