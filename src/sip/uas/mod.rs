@@ -18,10 +18,8 @@ use super::register::{RegisterConfig, RegisterEvent, Registration};
 use super::txn::TxKey;
 use crate::media::sdp::{self, Negotiated, Sdp};
 
-pub const T1: Duration = Duration::from_millis(500);
-pub const T2: Duration = Duration::from_secs(4);
-/// 64 * T1: how long transactions wait for an ACK or a response, and linger after they end.
-pub const TIMEOUT: Duration = Duration::from_secs(32);
+use super::txn::{Due, Retransmit, TIMER_F, TIMER_H, TIMER_J};
+pub use super::txn::{T1, T2, TIMEOUT, Transmit};
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
 
@@ -44,14 +42,6 @@ impl Transport {
     fn reliable(self) -> bool {
         self != Transport::Udp
     }
-}
-
-/// Bytes for the shell to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub transport: Transport,
-    pub bytes: Vec<u8>,
 }
 
 pub type CallId = u64;
@@ -177,14 +167,6 @@ enum State {
 }
 
 #[derive(Debug)]
-struct Retransmit {
-    bytes: Vec<u8>,
-    next: Instant,
-    interval: Duration,
-    deadline: Instant,
-}
-
-#[derive(Debug)]
 struct Call {
     state: State,
     peer: SocketAddr,
@@ -218,6 +200,21 @@ struct Call {
     transfer: Option<transfer::Pending>,
     /// Set for calls we placed ([`Endpoint::dial`]).
     uac: Option<UacState>,
+}
+
+impl Call {
+    /// Our non-2xx final response to the INVITE is `bytes`: resent until the ACK (Timer G),
+    /// given up after Timer H.
+    fn reject_with(&mut self, bytes: &[u8], now: Instant) {
+        self.state = State::Rejected;
+        self.last_response = Some(bytes.to_vec());
+        self.retransmit = Some(Retransmit::capped(
+            bytes.to_vec(),
+            now,
+            self.transport.reliable(),
+            TIMER_H,
+        ));
+    }
 }
 
 /// What an outbound call keeps besides [`Call`].
@@ -681,7 +678,7 @@ impl Endpoint {
                 key,
                 Cached {
                     bytes: bytes.clone(),
-                    expires: now + TIMEOUT,
+                    expires: now + TIMER_J,
                 },
             );
         }
@@ -936,19 +933,7 @@ impl Endpoint {
         }
         self.finish(&mut r);
         let bytes = r.to_bytes();
-        call.state = State::Rejected;
-        call.last_response = Some(bytes.clone());
-        call.retransmit = Some(Retransmit {
-            bytes: bytes.clone(),
-            next: now + T1,
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
-        if transport.reliable()
-            && let Some(r) = call.retransmit.as_mut()
-        {
-            r.next = r.deadline;
-        }
+        call.reject_with(&bytes, now);
         self.send(from, transport, bytes);
         self.server_tx.insert(key, id);
         self.calls.insert(id, call);
@@ -1001,16 +986,12 @@ impl Endpoint {
         let ok = ok.to_bytes();
         c.state = State::Answered;
         c.last_response = Some(ok.clone());
-        c.retransmit = Some(Retransmit {
-            bytes: ok.clone(),
-            next: if transport.reliable() {
-                now + TIMEOUT
-            } else {
-                now + T1
-            },
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
+        c.retransmit = Some(Retransmit::capped(
+            ok.clone(),
+            now,
+            transport.reliable(),
+            TIMER_H,
+        ));
         let peer = c.peer;
         self.send(peer, transport, ok);
     }
@@ -1036,18 +1017,7 @@ impl Endpoint {
         }
         r.push("Server", self.config.user_agent.clone());
         let bytes = r.to_bytes();
-        c.state = State::Rejected;
-        c.last_response = Some(bytes.clone());
-        c.retransmit = Some(Retransmit {
-            bytes: bytes.clone(),
-            next: if c.transport.reliable() {
-                now + TIMEOUT
-            } else {
-                now + T1
-            },
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
+        c.reject_with(&bytes, now);
         let (peer, transport) = (c.peer, c.transport);
         self.send(peer, transport, bytes);
         self.events.push(Event::CallEnded {
@@ -1137,16 +1107,12 @@ impl Endpoint {
             r.body = sdp::answer(&media, local, c.session_id, c.sdp_version).into_bytes();
             let bytes = r.to_bytes();
             c.reinvite_key = Some(key.clone());
-            c.retransmit = Some(Retransmit {
-                bytes: bytes.clone(),
-                next: if transport.reliable() {
-                    now + TIMEOUT
-                } else {
-                    now + T1
-                },
-                interval: T1,
-                deadline: now + TIMEOUT,
-            });
+            c.retransmit = Some(Retransmit::capped(
+                bytes.clone(),
+                now,
+                transport.reliable(),
+                TIMER_H,
+            ));
             c.last_response = Some(bytes.clone());
             self.server_tx.insert(key, id);
             self.send(from, transport, bytes);
@@ -1230,18 +1196,7 @@ impl Endpoint {
             .response(487, "Request Terminated", Some(&c.local_tag));
         r.push("Server", user_agent);
         let bytes = r.to_bytes();
-        c.state = State::Rejected;
-        c.last_response = Some(bytes.clone());
-        c.retransmit = Some(Retransmit {
-            bytes: bytes.clone(),
-            next: if c.transport.reliable() {
-                now + TIMEOUT
-            } else {
-                now + T1
-            },
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
+        c.reject_with(&bytes, now);
         let (peer, t) = (c.peer, c.transport);
         self.send(peer, t, bytes);
         self.events.push(Event::CallEnded {
@@ -1299,8 +1254,7 @@ impl Endpoint {
         };
         if code < 200 {
             // Proceeding (RFC 3261 17.1.2.2): keep retransmitting, every T2.
-            tx.retransmit.interval = T2;
-            tx.retransmit.next = tx.retransmit.next.max(now + T2);
+            tx.retransmit.proceeding(now);
             return;
         }
         let purpose = tx.purpose;
@@ -1387,16 +1341,7 @@ impl Endpoint {
             ClientTx {
                 to,
                 transport,
-                retransmit: Retransmit {
-                    bytes: bytes.clone(),
-                    next: if transport.reliable() {
-                        now + TIMEOUT
-                    } else {
-                        now + T1
-                    },
-                    interval: T1,
-                    deadline: now + TIMEOUT,
-                },
+                retransmit: Retransmit::capped(bytes.clone(), now, transport.reliable(), TIMER_F),
                 purpose,
             },
         );
@@ -1443,14 +1388,14 @@ impl Endpoint {
     pub fn next_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().flat_map(|c| {
             [
-                c.retransmit.as_ref().map(|r| r.next.min(r.deadline)),
+                c.retransmit.as_ref().map(Retransmit::next_timeout),
                 c.purge_at,
             ]
         });
         let client = self
             .client
             .values()
-            .map(|t| Some(t.retransmit.next.min(t.retransmit.deadline)));
+            .map(|t| Some(t.retransmit.next_timeout()));
         let cached = self.cached.values().map(|c| Some(c.expires));
         let transfers = self
             .calls
@@ -1473,7 +1418,8 @@ impl Endpoint {
         let mut unanswered = Vec::new();
         for (id, c) in self.calls.iter_mut() {
             if let Some(r) = c.retransmit.as_mut() {
-                if now >= r.deadline {
+                let due = r.poll(now);
+                if due == Due::GiveUp {
                     c.retransmit = None;
                     match c.state {
                         State::Answered => timed_out.push(*id),
@@ -1489,32 +1435,27 @@ impl Endpoint {
                             c.purge_at = Some(now + TIMEOUT);
                         }
                     }
-                } else if now >= r.next && !c.transport.reliable() {
+                } else if due == Due::Resend {
                     sends.push((c.peer, c.transport, r.bytes.clone()));
-                    r.interval = (r.interval * 2).min(T2);
-                    r.next = now + r.interval;
                 }
             }
         }
         for (_, t) in self.client.iter_mut() {
-            let r = &mut t.retransmit;
-            if now < r.deadline && now >= r.next && !t.transport.reliable() {
-                sends.push((t.to, t.transport, r.bytes.clone()));
-                r.interval = (r.interval * 2).min(T2);
-                r.next = now + r.interval;
+            if t.retransmit.poll(now) == Due::Resend {
+                sends.push((t.to, t.transport, t.retransmit.bytes.clone()));
             }
         }
         // Timer F: a REFER nobody answered fails the transfer.
         let refer_timeouts: Vec<CallId> = self
             .client
             .values()
-            .filter(|t| now >= t.retransmit.deadline)
+            .filter(|t| t.retransmit.expired(now))
             .filter_map(|t| match t.purpose {
                 Purpose::Refer(call) => Some(call),
                 Purpose::Bye => None,
             })
             .collect();
-        self.client.retain(|_, t| now < t.retransmit.deadline);
+        self.client.retain(|_, t| !t.retransmit.expired(now));
         for call in refer_timeouts {
             self.end_transfer(call, Err(TransferError::Timeout));
         }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    Call, CallId, EndReason, Endpoint, Event, Purpose, Retransmit, State, T1, TIMEOUT, Transport,
+    Call, CallId, EndReason, Endpoint, Event, Purpose, Retransmit, State, TIMEOUT, Transport,
     random_token,
 };
 use crate::media::sdp::{self, Codec, Direction, Negotiated, Sdp};
@@ -144,16 +144,7 @@ impl Endpoint {
             last_response: None,
             reinvite_key: None,
             rung: false,
-            retransmit: Some(Retransmit {
-                bytes: bytes.clone(),
-                next: if transport.reliable() {
-                    now + TIMEOUT
-                } else {
-                    now + T1
-                },
-                interval: T1,
-                deadline: now + TIMEOUT,
-            }),
+            retransmit: Some(Retransmit::invite(bytes.clone(), now, transport.reliable())),
             purge_at: None,
             transfer: None,
             uac: Some(Default::default()),
@@ -175,12 +166,7 @@ impl Endpoint {
         if code < 200 {
             if c.state == State::Calling {
                 // Proceeding: no more retransmissions; the callee has RING_TIMEOUT to answer.
-                c.retransmit = Some(Retransmit {
-                    bytes: Vec::new(),
-                    next: now + RING_TIMEOUT,
-                    interval: RING_TIMEOUT,
-                    deadline: now + RING_TIMEOUT,
-                });
+                c.retransmit = Some(Retransmit::wait_only(Vec::new(), now, RING_TIMEOUT));
             }
             return;
         }
