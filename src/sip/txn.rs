@@ -9,7 +9,29 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::message::Message;
-pub use super::uas::Transport;
+
+/// The transport a message came or goes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// Whether the transport delivers by itself (no retransmissions).
+    pub fn reliable(self) -> bool {
+        self != Transport::Udp
+    }
+}
 
 /// RTT estimate (RFC 3261 17.1.1.1).
 pub const T1: Duration = Duration::from_millis(500);

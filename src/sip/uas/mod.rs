@@ -19,30 +19,9 @@ use super::txn::TxKey;
 use crate::media::sdp::{self, Negotiated, Sdp};
 
 use super::txn::{Due, Retransmit, TIMER_F, TIMER_H, TIMER_J};
-pub use super::txn::{T1, T2, TIMEOUT, Transmit};
+pub use super::txn::{T1, T2, TIMEOUT, Transmit, Transport};
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl Transport {
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-        }
-    }
-
-    fn reliable(self) -> bool {
-        self != Transport::Udp
-    }
-}
 
 pub type CallId = u64;
 
