@@ -1261,3 +1261,327 @@ fn shutdown_grace_over_ends_the_call_with_bye() {
         "the server kept running after the grace period"
     );
 }
+
+/// What RFC 4475 expects of a UAS for each of its section 3 messages: the first status code
+/// it may answer over UDP and over TCP (any of those listed); an empty list means the message
+/// must be dropped without an answer (responses nobody asked for, and a message a stream has
+/// to wait for the rest of). Where the RFC allows a liberal or a strict answer both are listed.
+const TORTURE: &[(&str, &[u16], &[u16])] = &[
+    // 3.1.1 valid messages: a normal answer (100 for INVITE: we ring, 405/501 for methods a
+    // clinic's line does not implement).
+    // Its To has a tag: a request inside a dialog we do not know, so 481 (RFC 3261 12.2.2).
+    ("wsinv", &[481], &[481]),
+    ("intmeth", &[501], &[501]),
+    ("esc01", &[100], &[100]),
+    ("escnull", &[405], &[405]),
+    ("esc02", &[501], &[501]),
+    ("lwsdisp", &[200], &[200]),
+    ("longreq", &[100], &[100]),
+    // One datagram, two messages: only the REGISTER counts. On TCP it is two messages.
+    ("dblreq", &[405], &[405]),
+    ("semiuri", &[200], &[200]),
+    ("transports", &[200], &[200]),
+    ("mpart01", &[405], &[405]),
+    ("unreason", &[], &[]),
+    ("noreason", &[], &[]),
+    // 3.1.2 invalid messages.
+    ("badinv01", &[400], &[400]),
+    // A stream cannot know the message is short: it waits (3.1.2.2).
+    ("clerr", &[400], &[]),
+    ("ncl", &[400], &[400]),
+    ("scalar02", &[400], &[400]),
+    ("scalarlg", &[], &[]),
+    ("quotbal", &[400], &[400]),
+    ("ltgtruri", &[400], &[400]),
+    ("lwsruri", &[400], &[400]),
+    ("lwsstart", &[400], &[400]),
+    ("trws", &[400], &[400]),
+    ("escruri", &[400, 100], &[400, 100]),
+    ("baddate", &[400, 100], &[400, 100]),
+    ("regbadct", &[400, 405], &[400, 405]),
+    ("badaspec", &[400, 200], &[400, 200]),
+    // The archive's baddn ends without the blank line after the headers: a datagram is
+    // complete, so it gets its 400; a stream waits for the rest.
+    ("baddn", &[400], &[]),
+    ("badvers", &[505], &[505]),
+    ("mismatch01", &[400], &[400]),
+    ("mismatch02", &[400, 501], &[400, 501]),
+    ("bigcode", &[], &[]),
+    // 3.2 transaction layer.
+    ("badbranch", &[200], &[200]),
+    // 3.3 application layer.
+    ("insuf", &[400], &[400]),
+    ("unkscm", &[416], &[416]),
+    ("novelsc", &[416], &[416]),
+    ("unksm2", &[405, 400], &[405, 400]),
+    ("bext01", &[420], &[420]),
+    ("invut", &[415], &[415]),
+    ("regaut01", &[405], &[405]),
+    ("multi01", &[400], &[400]),
+    ("mcl01", &[400], &[400]),
+    ("bcast", &[], &[]),
+    ("zeromf", &[200], &[200]),
+    ("cparam01", &[405], &[405]),
+    ("cparam02", &[405], &[405]),
+    ("regescrt", &[405], &[405]),
+    ("sdp01", &[406], &[406]),
+    // 3.4: no branch, no From tag. Over TCP a missing Content-Length is an error (RFC 3261
+    // 18.3: it MUST be there on a stream).
+    ("inv2543", &[100], &[400]),
+];
+
+/// These share branch, sent-by and method with another message (cparam01, escnull, unkscm):
+/// by RFC 3261 17.2.3 each pair is one transaction, so a server that saw the first answers the
+/// second as its retransmission. They go to a second server; the test checks that no two
+/// messages sent to one server share a transaction.
+const SECOND_SERVER: &[&str] = &["cparam02", "regescrt", "novelsc"];
+
+fn torture_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(support::repo_root().join(format!("tests/fixtures/rfc4475/{name}.sip"))).unwrap()
+}
+
+/// The answers (status line and whole text) to `bytes` sent once from a fresh UDP socket or a
+/// fresh TCP connection: everything that came within `wait`.
+fn torture_send(to: SocketAddr, bytes: &[u8], tcp: bool, wait: Duration) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    let parse = |mut data: &[u8], out: &mut Vec<(u16, String)>| {
+        use carevoice::sip::message::{Framing, parse};
+        while !data.is_empty() {
+            let used = match parse(data, Framing::Stream) {
+                Ok((_, used)) => used,
+                // An answer copies the request's Via even where that is malformed: frame it
+                // by its blank line (such answers have no body).
+                Err(_) => match data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    Some(end) => end + 4,
+                    None => break,
+                },
+            };
+            let text = String::from_utf8_lossy(&data[..used]).to_string();
+            let code = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+            out.push((code, text));
+            data = &data[used..];
+        }
+    };
+    if tcp {
+        let mut s = TcpStream::connect(to).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut data = Vec::new();
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+                Err(_) if !data.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+        parse(&data, &mut out);
+    } else {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(bytes, to).unwrap();
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => parse(&buf[..n], &mut out),
+                Err(_) if !out.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// The RFC 4475 torture messages, byte for byte, to a real `carevoice serve` over UDP and TCP:
+/// each gets the answer the RFC expects (or is dropped where it says so), each answer belongs
+/// to its own message, and the servers keep answering OPTIONS afterwards.
+///
+/// Two servers instead of one per message: every message has its own Call-ID (so its own
+/// dialog), calls only ring (no media), and no two messages sent to one server share a
+/// transaction (checked below), so nothing one message leaves behind can touch another.
+#[test]
+fn rfc4475_torture_messages_get_the_answers_the_rfc_expects() {
+    use carevoice::sip::message::parse_head_only;
+    use carevoice::sip::txn::TxKey;
+    use carevoice::sip::uas::Transport;
+    let servers = [
+        serve("answer_after_ms = 60000\nmax_calls = 1000", ""),
+        serve("answer_after_ms = 60000\nmax_calls = 1000", ""),
+    ];
+    let started = Instant::now();
+    let mut keys: [Vec<TxKey>; 2] = [Vec::new(), Vec::new()];
+    let mut failures = Vec::new();
+    let mut handled = [0usize; 2];
+    for (name, udp, tcp) in TORTURE {
+        let bytes = torture_fixture(name);
+        let server = usize::from(SECOND_SERVER.contains(name));
+        let head = parse_head_only(&bytes);
+        if let Some(key) = head
+            .as_ref()
+            .filter(|m| m.method().is_some())
+            .and_then(|m| TxKey::of(m, Transport::Udp))
+        {
+            assert!(!keys[server].contains(&key), "{name} shares a transaction");
+            keys[server].push(key);
+        }
+        let call_id = head.as_ref().and_then(|m| m.call_id().map(str::to_string));
+        for (t, (expected, tcp)) in [(*udp, false), (*tcp, true)].into_iter().enumerate() {
+            let wait = Duration::from_millis(if expected.is_empty() { 400 } else { 2000 });
+            let got = torture_send(servers[server].sip, &bytes, tcp, wait);
+            let first = got.first().map(|(c, _)| *c);
+            let mut ok = match first {
+                None => expected.is_empty(),
+                Some(code) => expected.contains(&code),
+            };
+            // Every answer is to this message, not to an earlier one.
+            if call_id.is_some() {
+                let sent = String::from_utf8_lossy(&bytes);
+                ok &= got.iter().all(|(_, text)| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("Call-ID: "))
+                        .is_some_and(|c| sent.contains(&format!("{c}\r\n")))
+                });
+            }
+            let text = got.first().map(|(_, t)| t.as_str()).unwrap_or_default();
+            ok &= match *name {
+                "bext01" => {
+                    text.contains("Unsupported: nothingSupportsThis, nothingSupportsThisEither\r\n")
+                }
+                "invut" | "sdp01" => text.contains("Accept: application/sdp\r\n"),
+                _ => true,
+            };
+            if ok {
+                handled[t] += 1;
+            } else {
+                failures.push(format!(
+                    "{name} over {}: expected {expected:?}, got {:?}",
+                    if tcp { "TCP" } else { "UDP" },
+                    got.iter().map(|(c, _)| *c).collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "RFC 4475: {}/{} handled as expected over UDP, {}/{} over TCP",
+        handled[0],
+        TORTURE.len(),
+        handled[1],
+        TORTURE.len()
+    );
+    // Both servers are alive and answer.
+    for t in &servers {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let ok = udp_exchange(
+            &sock,
+            t.sip,
+            options(Some("alive"), "0", "z9hG4bKalive").as_bytes(),
+        )
+        .unwrap_or_default();
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}\n{}", t.log());
+        let tcp = options(Some("alive-tcp"), "0", "z9hG4bKalivet").replace("UDP", "TCP");
+        let got = torture_send(t.sip, tcp.as_bytes(), true, Duration::from_secs(2));
+        assert_eq!(got.first().map(|(c, _)| *c), Some(200), "{}", t.log());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An INVITE from `sock` with top Via `via` (none of the callers' requests carry more).
+fn caller_invite(sock: &UdpSocket, via: &str, call: &str) -> String {
+    let port = sock.local_addr().unwrap().port();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+        port + 1
+    );
+    format!(
+        "INVITE sip:clinic@127.0.0.1 SIP/2.0\r\nVia: {via}\r\nFrom: <sip:p@127.0.0.1>;tag=t-{call}\r\nTo: <sip:clinic@127.0.0.1>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:p@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// Two RFC 2543 callers (no branch) and two RFC 3261 callers that reuse one branch from
+/// different sent-by addresses call at once: each gets its own 100/180/200 only, ACKs and
+/// hangs up its own call.
+#[test]
+fn concurrent_callers_without_cookie_or_sharing_a_branch_get_only_their_own_responses() {
+    let t = serve("", "");
+    let sip = t.sip;
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let port = sock.local_addr().unwrap().port();
+                let via = if i < 2 {
+                    // RFC 2543: the top Via is the whole transaction id.
+                    "SIP/2.0/UDP 127.0.0.1".to_string()
+                } else {
+                    format!("SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKshared")
+                };
+                let call = format!("concurrent-{i}");
+                let invite = caller_invite(&sock, &via, &call);
+                sock.send_to(invite.as_bytes(), sip).unwrap();
+                let mut buf = vec![0u8; 65536];
+                let mut codes = Vec::new();
+                let ok = loop {
+                    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+                    let r = String::from_utf8_lossy(&buf[..n]).to_string();
+                    assert!(r.contains(&format!("Call-ID: {call}\r\n")), "caller {i} got:\n{r}");
+                    let code: u16 = r[8..11].parse().unwrap();
+                    codes.push(code);
+                    if code >= 200 {
+                        break r;
+                    }
+                    if code == 100 && codes.len() == 1 {
+                        // Retransmit once: the answer must be ours again.
+                        sock.send_to(invite.as_bytes(), sip).unwrap();
+                    }
+                };
+                assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}");
+                let to = ok
+                    .lines()
+                    .find(|l| l.starts_with("To: "))
+                    .unwrap()
+                    .trim_start_matches("To: ")
+                    .to_string();
+                let tail = format!(
+                    "From: <sip:p@127.0.0.1>;tag=t-{call}\r\nTo: {to}\r\nCall-ID: {call}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                );
+                let ack = format!(
+                    "ACK sip:carevoice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKack{i}\r\nCSeq: 1 ACK\r\n{tail}"
+                );
+                sock.send_to(ack.as_bytes(), sip).unwrap();
+                let bye = format!(
+                    "BYE sip:carevoice@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbye{i}\r\nCSeq: 2 BYE\r\n{tail}"
+                );
+                sock.send_to(bye.as_bytes(), sip).unwrap();
+                loop {
+                    let (n, _) = sock.recv_from(&mut buf).expect("the BYE's answer");
+                    let r = String::from_utf8_lossy(&buf[..n]).to_string();
+                    assert!(r.contains(&format!("Call-ID: {call}\r\n")), "caller {i} got:\n{r}");
+                    if r.contains(" BYE\r\n") {
+                        assert!(r.starts_with("SIP/2.0 200 OK\r\n"), "{r}");
+                        break;
+                    }
+                }
+                codes
+            })
+        })
+        .collect();
+    for (i, c) in callers.into_iter().enumerate() {
+        let codes = c
+            .join()
+            .unwrap_or_else(|_| panic!("caller {i}\n{}", t.log()));
+        assert_eq!(codes.last(), Some(&200), "caller {i}: {codes:?}");
+    }
+    assert_eq!(t.wait_events("call ended", 4).len(), 4, "{}", t.log());
+}

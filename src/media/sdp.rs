@@ -212,6 +212,11 @@ impl Sdp {
                         m.direction = d;
                         continue;
                     }
+                    // Attributes of media we decline (video, ...) are not ours to judge: a
+                    // malformed one there must not cost the caller the audio (RFC 4475 3.1.1.1).
+                    if m.media != "audio" {
+                        continue;
+                    }
                     match name {
                         "rtpmap" => {
                             let (pt, enc) = arg
@@ -599,6 +604,12 @@ mod tests {
         ] {
             assert!(Sdp::parse(bad.as_bytes()).is_err(), "{bad:?}");
         }
+        // A malformed rtpmap on a media line we decline anyway is ignored.
+        let video = Sdp::parse(
+            b"v=0\r\nm=audio 5 RTP/AVP 0\r\nm=video 7 RTP/AVP 31\r\na=rtpmap:31 LPC\r\n",
+        )
+        .unwrap();
+        assert_eq!(video.media.len(), 2);
         match Sdp::parse(b"v=0\r\nm=audio 5 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n") {
             Err(MediaError::Sdp { line, .. }) => assert_eq!(line, 3),
             other => panic!("{other:?}"),

@@ -128,13 +128,15 @@ fn find_subslice(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// missing Content-Length is an error. With [`Framing::Datagram`], bytes past Content-Length are
 /// ignored and a Content-Length larger than what arrived is an error.
 pub fn parse(buf: &[u8], framing: Framing) -> Result<(Message, usize), SipError> {
-    parse_inner(buf, framing, true)
+    parse_inner(buf, framing, false)
 }
 
 /// Parses only the start line and headers of a message [`parse`] rejected, so that a 400 can
-/// still be addressed to the sender. The body and Content-Length are ignored.
+/// still be addressed to the sender. The body and Content-Length are ignored, list headers
+/// are kept whole, and a request line that does not parse becomes a request with the first
+/// word of the line as its method and an empty Request-URI (responses are not guessed at).
 pub fn parse_head_only(buf: &[u8]) -> Option<Message> {
-    parse_inner(buf, Framing::Datagram, false)
+    parse_inner(buf, Framing::Datagram, true)
         .ok()
         .map(|(m, _)| m)
 }
@@ -142,7 +144,7 @@ pub fn parse_head_only(buf: &[u8]) -> Option<Message> {
 fn parse_inner(
     buf: &[u8],
     framing: Framing,
-    check_length: bool,
+    head_only: bool,
 ) -> Result<(Message, usize), SipError> {
     // Leading CRLFs are keepalives (RFC 5626) and allowed before a message (RFC 3261 7.5).
     let mut start = 0;
@@ -150,7 +152,10 @@ fn parse_inner(
         start += 2;
     }
     let rest = &buf[start..];
-    let Some(head_end) = find_subslice(rest, b"\r\n\r\n") else {
+    // A datagram is all there is: for a 400, headers cut short of the blank line will do.
+    let unterminated = (head_only && framing == Framing::Datagram && !rest.is_empty())
+        .then(|| rest.len() - usize::from(rest.ends_with(b"\r\n")) * 2);
+    let Some(head_end) = find_subslice(rest, b"\r\n\r\n").or(unterminated) else {
         if rest.len() > MAX_MESSAGE {
             return Err(SipError::TooLarge(rest.len()));
         }
@@ -169,7 +174,14 @@ fn parse_inner(
         .map_err(|_| SipError::Malformed("headers are not UTF-8".into()))?;
     let mut lines = head.split("\r\n");
     let first = lines.next().unwrap_or_default();
-    let start_line = parse_start_line(first)?;
+    let start_line = match parse_start_line(first) {
+        Ok(s) => s,
+        Err(_) if head_only && !first.starts_with("SIP/") => StartLine::Request {
+            method: first.split(' ').next().unwrap_or_default().to_string(),
+            uri: String::new(),
+        },
+        Err(e) => return Err(e),
+    };
 
     let mut headers: Vec<Header> = Vec::new();
     let mut current: Option<(String, String)> = None;
@@ -192,7 +204,7 @@ fn parse_inner(
             continue;
         }
         if let Some((name, value)) = current.take() {
-            push_header(&mut headers, name, value)?;
+            push_header(&mut headers, name, value, head_only)?;
         }
         count += 1;
         if count > MAX_HEADERS {
@@ -221,12 +233,10 @@ fn parse_inner(
         current = Some((canonical_name(name), line[colon + 1..].trim().to_string()));
     }
     if let Some((name, value)) = current.take() {
-        push_header(&mut headers, name, value)?;
+        push_header(&mut headers, name, value, head_only)?;
     }
 
-    let body_start = start + head_end + 4;
-    let available = buf.len() - body_start;
-    if !check_length {
+    if head_only {
         return Ok((
             Message {
                 start: start_line,
@@ -236,15 +246,21 @@ fn parse_inner(
             buf.len(),
         ));
     }
-    let declared = headers
-        .iter()
-        .find(|h| h.name == "Content-Length")
-        .map(|h| {
-            h.value.parse::<usize>().map_err(|_| {
-                SipError::Malformed(format!("Content-Length is not a number: {:?}", h.value))
-            })
-        })
-        .transpose()?;
+    let body_start = start + head_end + 4;
+    let available = buf.len() - body_start;
+    let mut declared = None;
+    for h in headers.iter().filter(|h| h.name == "Content-Length") {
+        let n = h.value.parse::<usize>().map_err(|_| {
+            SipError::Malformed(format!("Content-Length is not a number: {:?}", h.value))
+        })?;
+        // Two lengths that disagree leave no way to frame the message (RFC 4475 3.3.9).
+        if declared.is_some_and(|d| d != n) {
+            return Err(SipError::Malformed(
+                "Content-Length given twice with different values".into(),
+            ));
+        }
+        declared = Some(n);
+    }
     let body_len = match (declared, framing) {
         (Some(n), _) if n > MAX_MESSAGE => return Err(SipError::TooLarge(n)),
         (Some(n), Framing::Datagram) if n > available => {
@@ -283,8 +299,16 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-fn push_header(headers: &mut Vec<Header>, name: String, value: String) -> Result<(), SipError> {
-    if LIST_HEADERS.contains(&name.as_str()) && !(name == "Contact" && value.trim() == "*") {
+fn push_header(
+    headers: &mut Vec<Header>,
+    name: String,
+    value: String,
+    whole: bool,
+) -> Result<(), SipError> {
+    if !whole
+        && LIST_HEADERS.contains(&name.as_str())
+        && !(name == "Contact" && value.trim() == "*")
+    {
         for part in split_list(&value) {
             let part = part.trim();
             if part.is_empty() {
@@ -358,16 +382,41 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
         )));
     }
     if version != "SIP/2.0" {
+        if version.len() > 4 && version[..4].eq_ignore_ascii_case("SIP/") {
+            return Err(SipError::UnsupportedVersion(
+                truncate(version, 20).to_string(),
+            ));
+        }
         return Err(SipError::Malformed(format!(
-            "unsupported version {:?}",
+            "bad version {:?}",
             truncate(version, 20)
         )));
     }
-    if !uri.contains(':') {
+    // absoluteURI: scheme ":" ... with scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+    let scheme_ok = uri.split_once(':').is_some_and(|(scheme, rest)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+            && !rest.is_empty()
+    });
+    if !scheme_ok {
         return Err(SipError::Malformed(format!(
             "bad Request-URI {:?}",
             truncate(uri, 60)
         )));
+    }
+    // Headers have no place in a SIP Request-URI (RFC 3261 19.1.5; RFC 4475 3.1.2.11).
+    let lower = uri.to_ascii_lowercase();
+    if (lower.starts_with("sip:") || lower.starts_with("sips:"))
+        && uri
+            .rsplit('@')
+            .next()
+            .is_some_and(|host| host.contains('?'))
+    {
+        return Err(SipError::Malformed(
+            "header fields in the Request-URI".into(),
+        ));
     }
     Ok(StartLine::Request {
         method: method.to_string(),
@@ -446,11 +495,24 @@ impl Message {
         NameAddr::parse(self.header("To")?)
     }
 
-    /// Checks the headers every request needs (RFC 3261 8.1.1).
+    /// Checks the headers every request needs (RFC 3261 8.1.1), each of the single-valued
+    /// ones once.
     pub fn check_request(&self) -> Result<(), SipError> {
         for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
             if self.header(name).is_none() {
                 return Err(SipError::Malformed(format!("missing {name}")));
+            }
+        }
+        for name in [
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Content-Type",
+        ] {
+            if self.headers_named(name).nth(1).is_some() {
+                return Err(SipError::Malformed(format!("more than one {name}")));
             }
         }
         let Some((_, method)) = self.cseq() else {
@@ -632,18 +694,36 @@ pub struct Via {
 }
 
 impl Via {
+    /// `sent-protocol LWS sent-by *( SEMI via-params )`; LWS is allowed around each `/` of
+    /// the sent-protocol (RFC 3261 25.1, RFC 4475 3.1.1.1).
     pub fn parse(s: &str) -> Option<Via> {
-        let (proto, rest) = s.trim().split_once(|c: char| c.is_ascii_whitespace())?;
-        let mut p = proto.split('/');
-        let (Some(name), Some(version), Some(transport), None) =
-            (p.next(), p.next(), p.next(), p.next())
-        else {
-            return None;
+        let token = |s: &str| -> Option<(String, usize)> {
+            let t = s.trim_start();
+            let skipped = s.len() - t.len();
+            let end = t.find(|c: char| !c.is_ascii() || !is_token_char(c as u8))?;
+            (end > 0).then(|| (t[..end].to_string(), skipped + end))
         };
-        if !name.trim().eq_ignore_ascii_case("SIP") || version.trim() != "2.0" {
+        let slash = |s: &str| -> Option<usize> {
+            let t = s.trim_start();
+            t.starts_with('/').then(|| s.len() - t.len() + 1)
+        };
+        let mut at = 0;
+        let (name, n) = token(s)?;
+        at += n;
+        at += slash(&s[at..])?;
+        let (version, n) = token(&s[at..])?;
+        at += n;
+        at += slash(&s[at..])?;
+        let (transport, n) = token(&s[at..])?;
+        at += n;
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return None;
         }
-        let rest = rest.trim();
+        // LWS between the protocol and sent-by is required.
+        if !s[at..].starts_with(|c: char| c.is_ascii_whitespace()) {
+            return None;
+        }
+        let rest = s[at..].trim();
         let (hostport, params) = match rest.find(';') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
@@ -694,6 +774,13 @@ impl NameAddr {
             (Some(out), q[end?..].trim_start())
         } else if let Some(lt) = s.find('<') {
             let d = s[..lt].trim();
+            // An unquoted display name is tokens and LWS (RFC 4475 3.1.2.15).
+            if !d
+                .bytes()
+                .all(|c| is_token_char(c) || c == b' ' || c == b'\t')
+            {
+                return None;
+            }
             ((!d.is_empty()).then(|| d.to_string()), &s[lt..])
         } else {
             (None, s)
@@ -706,14 +793,19 @@ impl NameAddr {
                 None if after.is_empty() => "",
                 None => return None,
             };
-            (r[..end].trim().to_string(), params)
+            // No LWS inside the brackets (RFC 4475 3.1.2.14).
+            let uri = &r[..end];
+            if uri.trim() != uri {
+                return None;
+            }
+            (uri.to_string(), params)
         } else {
             if display.is_some() {
                 return None;
             }
             // addr-spec: parameters after the URI belong to the header (RFC 3261 20.10).
             match rest.find(';') {
-                Some(i) => (rest[..i].to_string(), &rest[i + 1..]),
+                Some(i) => (rest[..i].trim_end().to_string(), &rest[i + 1..]),
                 None => (rest.to_string(), ""),
             }
         };

@@ -14,6 +14,12 @@
 //! - [`register`]: REGISTER to a registrar with digest auth, refresh and backoff (sans-IO,
 //!   driven by the endpoint).
 //! - [`acl`]: the source-address allow-list (`sip.allow_from`).
+//! - [`txn`]: transaction matching (RFC 3261 17.2.3: branch + sent-by + method for RFC 3261
+//!   peers, the RFC 2543 rule for the others; the transport counts too).
+//! - Conformance: the RFC 4475 torture messages (`tests/fixtures/rfc4475`) get the answers
+//!   the RFC expects (400, 505 for another SIP version, 416 for a Request-URI scheme we do not
+//!   serve, 420 + Unsupported for a required extension, 415 + Accept for a body we cannot read,
+//!   406 when the caller accepts no SDP).
 //! - In `uas`: blind transfer (REFER + NOTIFY/sipfrag, RFC 3515) in `uas::transfer`; outbound
 //!   calls (INVITE client transaction, ACK, CANCEL) in `uas::uac`, behind
 //!   [`transport::SipHandle::dial`]; inbound protection: 403 for sources outside `allow_from`
@@ -36,6 +42,7 @@ pub mod fuzz;
 pub mod message;
 pub mod register;
 pub mod transport;
+pub mod txn;
 pub mod uas;
 
 /// Errors of the SIP layer.
@@ -43,6 +50,8 @@ pub mod uas;
 pub enum SipError {
     #[error("malformed SIP message: {0}")]
     Malformed(String),
+    #[error("unsupported SIP version {0:?}")]
+    UnsupportedVersion(String),
     #[error("SIP message too large: {0} bytes")]
     TooLarge(usize),
     #[error("incomplete SIP message (waiting for more bytes)")]

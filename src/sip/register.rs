@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::digest::Challenge;
 use super::message::{Message, NameAddr, host_for_print};
-use super::uas::{T1, T2, TIMEOUT, Transmit, Transport};
+use super::txn::{Due, Retransmit, TIMER_F, Transmit, Transport};
 
 /// First retry after a failure; doubles per failure up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(2);
@@ -60,10 +60,7 @@ pub enum RegisterEvent {
 
 struct Pending {
     branch: String,
-    bytes: Vec<u8>,
-    next: Instant,
-    interval: Duration,
-    deadline: Instant,
+    retransmit: Retransmit,
 }
 
 pub struct Registration {
@@ -136,22 +133,24 @@ impl Registration {
 
     pub fn next_timeout(&self) -> Option<Instant> {
         match &self.pending {
-            Some(p) => Some(p.next.min(p.deadline)),
+            Some(p) => Some(p.retransmit.next_timeout()),
             None => self.next_at,
         }
     }
 
     pub fn on_timeout(&mut self, now: Instant) {
         if let Some(p) = self.pending.as_mut() {
-            if now >= p.deadline {
-                // Timer F: the registrar never answered.
-                self.pending = None;
-                self.fail(None, now);
-            } else if now >= p.next {
-                let bytes = p.bytes.clone();
-                p.interval = (p.interval * 2).min(T2);
-                p.next = now + p.interval;
-                self.push(bytes);
+            match p.retransmit.poll(now) {
+                Due::GiveUp => {
+                    // Timer F: the registrar never answered.
+                    self.pending = None;
+                    self.fail(None, now);
+                }
+                Due::Resend => {
+                    let bytes = p.retransmit.bytes.clone();
+                    self.push(bytes);
+                }
+                Due::Wait => {}
             }
             return;
         }
@@ -213,10 +212,7 @@ impl Registration {
         let reliable = c.transport != Transport::Udp;
         self.pending = Some(Pending {
             branch,
-            bytes: bytes.clone(),
-            next: if reliable { now + TIMEOUT } else { now + T1 },
-            interval: T1,
-            deadline: now + TIMEOUT,
+            retransmit: Retransmit::capped(bytes.clone(), now, reliable, TIMER_F),
         });
         self.next_at = None;
         self.push(bytes);
@@ -240,8 +236,7 @@ impl Registration {
         let Some(code) = msg.code() else { return };
         if code < 200 {
             if let Some(p) = self.pending.as_mut() {
-                p.interval = T2;
-                p.next = p.next.max(now + T2);
+                p.retransmit.proceeding(now);
             }
             return;
         }
@@ -322,6 +317,7 @@ impl Registration {
 mod tests {
     use super::*;
     use crate::sip::message::{self, Framing};
+    use crate::sip::txn::{T1, TIMEOUT};
 
     fn config() -> RegisterConfig {
         RegisterConfig {

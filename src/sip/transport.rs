@@ -40,6 +40,7 @@ enum Input {
     },
     StreamBad {
         head: Vec<u8>,
+        error: SipError,
         from: SocketAddr,
         transport: Transport,
     },
@@ -420,7 +421,7 @@ impl SipServer {
                     match input {
                         Input::Datagram { bytes, from } => endpoint.receive(&bytes, from, Transport::Udp, now),
                         Input::Stream { msg, from, transport } => endpoint.receive_message(*msg, from, transport, now),
-                        Input::StreamBad { head, from, transport } => endpoint.receive(&head, from, transport, now),
+                        Input::StreamBad { head, error, from, transport } => endpoint.receive_malformed(&head, &error, from, transport),
                         Input::TcpOpen { from, writer } => { tcp_writers.insert(from, writer); }
                         Input::TcpClosed { from } => { tcp_writers.remove(&from); }
                         Input::Hangup(call) => endpoint.hangup(call, now),
@@ -931,12 +932,13 @@ async fn stream_connection<S>(
                     }
                     break;
                 }
-                Err(_) => {
+                Err(error) => {
                     // Framing is lost: answer 400 if the head parses, then close.
                     let head = std::mem::take(&mut buf);
                     let _ = tx
                         .send(Input::StreamBad {
                             head,
+                            error,
                             from,
                             transport,
                         })

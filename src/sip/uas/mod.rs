@@ -15,43 +15,13 @@ pub use self::transfer::TransferError;
 use super::SipError;
 use super::message::{self, Framing, Message, NameAddr, host_for_print};
 use super::register::{RegisterConfig, RegisterEvent, Registration};
+use super::txn::TxKey;
 use crate::media::sdp::{self, Negotiated, Sdp};
 
-pub const T1: Duration = Duration::from_millis(500);
-pub const T2: Duration = Duration::from_secs(4);
-/// 64 * T1: how long transactions wait for an ACK or a response, and linger after they end.
-pub const TIMEOUT: Duration = Duration::from_secs(32);
+use super::txn::{Due, Retransmit, TIMER_F, TIMER_H, TIMER_J};
+pub use super::txn::{T1, T2, TIMEOUT, Transmit, Transport};
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl Transport {
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-        }
-    }
-
-    fn reliable(self) -> bool {
-        self != Transport::Udp
-    }
-}
-
-/// Bytes for the shell to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub transport: Transport,
-    pub bytes: Vec<u8>,
-}
 
 pub type CallId = u64;
 
@@ -176,20 +146,15 @@ enum State {
 }
 
 #[derive(Debug)]
-struct Retransmit {
-    bytes: Vec<u8>,
-    next: Instant,
-    interval: Duration,
-    deadline: Instant,
-}
-
-#[derive(Debug)]
 struct Call {
     state: State,
     peer: SocketAddr,
     transport: Transport,
     invite: Message,
+    /// Our INVITE's branch (calls we placed); empty for calls we received.
     invite_branch: String,
+    /// The server transaction of the INVITE (calls we received).
+    invite_key: Option<TxKey>,
     call_id: String,
     local_tag: String,
     /// Remote target (the caller's Contact URI).
@@ -203,8 +168,8 @@ struct Call {
     sdp_version: u64,
     /// Last response to the INVITE (or re-INVITE) in progress, resent on retransmissions.
     last_response: Option<Vec<u8>>,
-    /// Branch of a re-INVITE whose 200 waits for an ACK.
-    reinvite_branch: Option<String>,
+    /// Server transaction of a re-INVITE whose 200 waits for an ACK.
+    reinvite_key: Option<TxKey>,
     /// 180 Ringing already sent.
     rung: bool,
     retransmit: Option<Retransmit>,
@@ -214,6 +179,21 @@ struct Call {
     transfer: Option<transfer::Pending>,
     /// Set for calls we placed ([`Endpoint::dial`]).
     uac: Option<UacState>,
+}
+
+impl Call {
+    /// Our non-2xx final response to the INVITE is `bytes`: resent until the ACK (Timer G),
+    /// given up after Timer H.
+    fn reject_with(&mut self, bytes: &[u8], now: Instant) {
+        self.state = State::Rejected;
+        self.last_response = Some(bytes.to_vec());
+        self.retransmit = Some(Retransmit::capped(
+            bytes.to_vec(),
+            now,
+            self.transport.reliable(),
+            TIMER_H,
+        ));
+    }
 }
 
 /// What an outbound call keeps besides [`Call`].
@@ -254,9 +234,12 @@ pub struct Endpoint {
     /// Shutting down: new calls get 503 with Retry-After; calls in progress go on.
     draining: bool,
     calls: HashMap<CallId, Call>,
+    /// Our outbound INVITEs by branch (client transactions).
     by_branch: HashMap<String, CallId>,
+    /// INVITE server transactions (RFC 3261 17.2.3 matching).
+    server_tx: HashMap<TxKey, CallId>,
     by_dialog: HashMap<(String, String), CallId>,
-    cached: HashMap<(String, String), Cached>,
+    cached: HashMap<TxKey, Cached>,
     client: HashMap<String, ClientTx>,
     next_id: CallId,
     registrations: Vec<Registration>,
@@ -292,6 +275,40 @@ fn dtmf_from_info(msg: &Message) -> Option<char> {
     }
 }
 
+/// Header inspection of a request we implement (RFC 3261 8.2.2): a Request-URI scheme we do
+/// not serve (416) or an extension the request requires (420; we support none). ACK and
+/// CANCEL are never refused here.
+/// A refusal: status code, reason phrase and the headers that go with it.
+type Refusal = (u16, &'static str, Vec<(&'static str, String)>);
+
+fn header_inspection(msg: &Message) -> Option<Refusal> {
+    let uri = match &msg.start {
+        message::StartLine::Request { uri, .. } => uri,
+        message::StartLine::Response { .. } => return None,
+    };
+    let scheme = uri.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    if !["sip", "sips", "tel"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+    {
+        return Some((416, "Unsupported URI Scheme", Vec::new()));
+    }
+    let required: Vec<&str> = msg
+        .headers_named("Require")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !required.is_empty() {
+        return Some((
+            420,
+            "Bad Extension",
+            vec![("Unsupported", required.join(", "))],
+        ));
+    }
+    None
+}
+
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Endpoint {
         Endpoint {
@@ -299,6 +316,7 @@ impl Endpoint {
             draining: false,
             calls: HashMap::new(),
             by_branch: HashMap::new(),
+            server_tx: HashMap::new(),
             by_dialog: HashMap::new(),
             cached: HashMap::new(),
             client: HashMap::new(),
@@ -398,16 +416,30 @@ impl Endpoint {
             Ok((m, _)) => m,
             Err(SipError::Empty) => return,
             Err(e) => {
-                self.reply_bad(
-                    message::parse_head_only(bytes),
-                    &e.to_string(),
-                    from,
-                    transport,
-                );
+                self.receive_malformed(bytes, &e, from, transport);
                 return;
             }
         };
         self.receive_message(msg, from, transport, now);
+    }
+
+    /// Handles bytes that did not parse as a message (`error` says why): a 400 (505 for
+    /// another SIP version) when the head tells where to send it, else nothing. Stream
+    /// transports call this when framing is lost, before they close the connection.
+    pub fn receive_malformed(
+        &mut self,
+        bytes: &[u8],
+        error: &SipError,
+        from: SocketAddr,
+        transport: Transport,
+    ) {
+        let head = message::parse_head_only(bytes);
+        match error {
+            SipError::UnsupportedVersion(_) => {
+                self.reply_bad_with(head, 505, "Version Not Supported", from, transport)
+            }
+            e => self.reply_bad(head, &e.to_string(), from, transport),
+        }
     }
 
     /// Handles an already parsed message (stream transports frame and parse first).
@@ -429,10 +461,11 @@ impl Endpoint {
         let listed = super::acl::allowed(&self.config.allow_from, from.ip());
         let must_auth =
             self.config.inbound_auth.is_some() && (self.config.allow_from.is_empty() || !listed);
-        let known_branch = msg
-            .top_via()
-            .and_then(|v| v.branch().map(|b| self.by_branch.contains_key(b)))
-            .unwrap_or(false);
+        let Some(key) = TxKey::of(&msg, transport) else {
+            self.reply_bad(Some(msg), "bad Via", from, transport);
+            return;
+        };
+        let known_branch = self.server_tx.contains_key(&key);
         // New INVITEs only: retransmissions of an accepted one get their last response again.
         if must_auth
             && msg.method() == Some("INVITE")
@@ -453,41 +486,55 @@ impl Endpoint {
             return;
         }
         let method = msg.method().unwrap_or_default().to_string();
-        let branch = msg
-            .top_via()
-            .and_then(|v| v.branch().map(str::to_string))
-            .unwrap_or_default();
         // Retransmitted non-INVITE request: resend the response.
         if method != "INVITE"
             && method != "ACK"
-            && let Some(c) = self.cached.get(&(branch.clone(), method.clone()))
+            && let Some(c) = self.cached.get(&key)
         {
             let bytes = c.bytes.clone();
             self.send(from, transport, bytes);
             return;
         }
+        if method != "ACK"
+            && method != "CANCEL"
+            && !known_branch
+            && ALLOW.split(", ").any(|m| m == method)
+            && let Some((code, reason, extra)) = header_inspection(&msg)
+        {
+            if method == "INVITE" {
+                let tag = random_token();
+                self.reject_new(&msg, key, code, reason, &tag, from, transport, now, &extra);
+            } else {
+                let mut r = msg.response(code, reason, Some(&random_token()));
+                for (name, value) in extra {
+                    r.push(name, value);
+                }
+                self.respond_cached(r, Some(key), from, transport, now);
+            }
+            return;
+        }
         match method.as_str() {
-            "INVITE" => self.on_invite(msg, branch, from, transport, now),
-            "ACK" => self.on_ack(&msg, &branch, now),
-            "BYE" => self.on_bye(msg, branch, from, transport, now),
-            "CANCEL" => self.on_cancel(msg, branch, from, transport, now),
+            "INVITE" => self.on_invite(msg, key, from, transport, now),
+            "ACK" => self.on_ack(&msg, &key, now),
+            "BYE" => self.on_bye(msg, key, from, transport, now),
+            "CANCEL" => self.on_cancel(msg, key, from, transport, now),
             "OPTIONS" => {
                 let mut r = msg.response(200, "OK", Some(&random_token()));
                 r.push("Allow", ALLOW);
                 r.push("Accept", "application/sdp");
-                self.respond_cached(r, branch, method, from, transport, now);
+                self.respond_cached(r, Some(key), from, transport, now);
             }
-            "INFO" => self.on_info(msg, branch, from, transport, now),
-            "NOTIFY" => self.on_notify(msg, branch, from, transport, now),
+            "INFO" => self.on_info(msg, key, from, transport, now),
+            "NOTIFY" => self.on_notify(msg, key, from, transport, now),
             "REGISTER" | "SUBSCRIBE" | "PUBLISH" | "MESSAGE" | "UPDATE" | "PRACK" | "REFER" => {
                 let mut r = msg.response(405, "Method Not Allowed", Some(&random_token()));
                 r.push("Allow", ALLOW);
-                self.respond_cached(r, branch, method, from, transport, now);
+                self.respond_cached(r, Some(key), from, transport, now);
             }
             _ => {
                 let mut r = msg.response(501, "Not Implemented", Some(&random_token()));
                 r.push("Allow", ALLOW);
-                self.respond_cached(r, branch, method, from, transport, now);
+                self.respond_cached(r, Some(key), from, transport, now);
             }
         }
     }
@@ -550,20 +597,45 @@ impl Endpoint {
         from: SocketAddr,
         transport: Transport,
     ) {
-        self.events.push(Event::BadRequest {
-            reason: reason.to_string(),
-        });
-        // A 400 needs a request with a Via to go back along; anything else is dropped.
-        let Some(msg) = msg else { return };
-        if msg.method().is_none() || msg.method() == Some("ACK") || msg.top_via().is_none() {
-            return;
-        }
         let phrase: String = reason
             .chars()
             .filter(|c| !c.is_control())
             .take(100)
             .collect();
-        let mut r = msg.response(400, &format!("Bad Request ({phrase})"), None);
+        self.reply_bad_with(
+            msg,
+            400,
+            &format!("Bad Request ({phrase})"),
+            from,
+            transport,
+        );
+    }
+
+    fn reply_bad_with(
+        &mut self,
+        msg: Option<Message>,
+        code: u16,
+        reason: &str,
+        from: SocketAddr,
+        transport: Transport,
+    ) {
+        self.events.push(Event::BadRequest {
+            reason: reason.to_string(),
+        });
+        // An answer needs a request with a Via to go back along (we send it to the source
+        // address, the Via is copied so the sender can match it); anything else is dropped.
+        // An ACK is never answered.
+        let Some(msg) = msg else { return };
+        let is_ack = |m: &str| m.eq_ignore_ascii_case("ACK");
+        if msg.method().is_none_or(|m| m.is_empty() || is_ack(m))
+            || msg
+                .header("CSeq")
+                .is_some_and(|c| c.split_whitespace().nth(1).is_some_and(is_ack))
+            || msg.header("Via").is_none()
+        {
+            return;
+        }
+        let mut r = msg.response(code, reason, None);
         self.finish(&mut r);
         self.send(from, transport, r.to_bytes());
     }
@@ -571,20 +643,21 @@ impl Endpoint {
     fn respond_cached(
         &mut self,
         mut resp: Message,
-        branch: String,
-        method: String,
+        key: Option<TxKey>,
         to: SocketAddr,
         transport: Transport,
         now: Instant,
     ) {
         self.finish(&mut resp);
         let bytes = resp.to_bytes();
-        if !transport.reliable() && !branch.is_empty() {
+        if !transport.reliable()
+            && let Some(key) = key
+        {
             self.cached.insert(
-                (branch, method),
+                key,
                 Cached {
                     bytes: bytes.clone(),
-                    expires: now + TIMEOUT,
+                    expires: now + TIMER_J,
                 },
             );
         }
@@ -600,13 +673,13 @@ impl Endpoint {
     fn on_invite(
         &mut self,
         msg: Message,
-        branch: String,
+        key: TxKey,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
     ) {
         // A retransmission of an INVITE in progress: resend the last response.
-        if let Some(id) = self.by_branch.get(&branch).copied() {
+        if let Some(id) = self.server_tx.get(&key).copied() {
             if let Some(call) = self.calls.get(&id)
                 && let Some(bytes) = call.last_response.clone()
             {
@@ -615,17 +688,62 @@ impl Endpoint {
             return;
         }
         if msg.to().and_then(|t| t.tag().map(str::to_string)).is_some() {
-            self.on_reinvite(msg, branch, from, transport, now);
+            self.on_reinvite(msg, key, from, transport, now);
             return;
         }
         let local_tag = random_token();
+        let content_type = msg
+            .header("Content-Type")
+            .map(|c| c.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        // We answer with SDP only: a caller that accepts no SDP cannot take our answer.
+        if let Some(accept) = msg.header("Accept")
+            && !accept.split(',').any(|a| {
+                let a = a.split(';').next().unwrap_or_default().trim();
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|ok| a.eq_ignore_ascii_case(ok))
+            })
+        {
+            let extra = [("Accept", "application/sdp".to_string())];
+            self.reject_new(
+                &msg,
+                key,
+                406,
+                "Not Acceptable",
+                &local_tag,
+                from,
+                transport,
+                now,
+                &extra,
+            );
+            return;
+        }
+        // A body we cannot read (RFC 3261 21.4.13): 415 with what we accept.
+        if !msg.body.is_empty() && !content_type.starts_with("application/sdp")
+            || msg
+                .header("Content-Encoding")
+                .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+        {
+            let extra = [
+                ("Accept", "application/sdp".to_string()),
+                ("Accept-Encoding", "identity".to_string()),
+            ];
+            self.reject_new(
+                &msg,
+                key,
+                415,
+                "Unsupported Media Type",
+                &local_tag,
+                from,
+                transport,
+                now,
+                &extra,
+            );
+            return;
+        }
         let offer = if msg.body.is_empty() {
             Err("an SDP offer is required".to_string())
-        } else if !msg
-            .header("Content-Type")
-            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
-        {
-            Err("the body is not application/sdp".to_string())
         } else {
             Sdp::parse(&msg.body).map_err(|e| e.to_string())
         };
@@ -634,37 +752,45 @@ impl Endpoint {
             Ok(None) => {
                 self.reject_new(
                     &msg,
-                    branch,
+                    key,
                     488,
                     "Not Acceptable Here",
                     &local_tag,
                     from,
                     transport,
                     now,
-                    None,
+                    &[],
                 );
                 return;
             }
             Err(e) => {
                 let reason = format!("Not Acceptable Here ({e})");
                 self.reject_new(
-                    &msg, branch, 488, &reason, &local_tag, from, transport, now, None,
+                    &msg,
+                    key,
+                    488,
+                    &reason,
+                    &local_tag,
+                    from,
+                    transport,
+                    now,
+                    &[],
                 );
                 return;
             }
         };
         if self.draining || self.active_calls() >= self.config.max_calls {
-            let retry = self.config.retry_after_secs;
+            let retry = [("Retry-After", self.config.retry_after_secs.to_string())];
             self.reject_new(
                 &msg,
-                branch,
+                key,
                 503,
                 "Service Unavailable",
                 &local_tag,
                 from,
                 transport,
                 now,
-                Some(retry),
+                &retry,
             );
             return;
         }
@@ -674,17 +800,10 @@ impl Endpoint {
         self.send(from, transport, trying.clone());
         let id = self.next_id;
         self.next_id += 1;
-        let call = self.new_call(
-            &msg,
-            branch.clone(),
-            local_tag,
-            from,
-            transport,
-            media.clone(),
-        );
+        let call = self.new_call(&msg, key.clone(), local_tag, from, transport, media.clone());
         let mut call = call;
         call.last_response = Some(trying);
-        self.by_branch.insert(branch, id);
+        self.server_tx.insert(key, id);
         self.by_dialog
             .insert((call.call_id.clone(), call.local_tag.clone()), id);
         self.calls.insert(id, call);
@@ -702,7 +821,7 @@ impl Endpoint {
     fn new_call(
         &self,
         msg: &Message,
-        branch: String,
+        key: TxKey,
         local_tag: String,
         from: SocketAddr,
         transport: Transport,
@@ -724,7 +843,8 @@ impl Endpoint {
             peer: from,
             transport,
             invite: msg.clone(),
-            invite_branch: branch,
+            invite_branch: String::new(),
+            invite_key: Some(key),
             call_id: msg.call_id().unwrap_or_default().to_string(),
             local_tag,
             remote_target,
@@ -739,7 +859,7 @@ impl Endpoint {
             session_id,
             sdp_version: 1,
             last_response: None,
-            reinvite_branch: None,
+            reinvite_key: None,
             rung: false,
             retransmit: None,
             purge_at: None,
@@ -752,14 +872,14 @@ impl Endpoint {
     fn reject_new(
         &mut self,
         msg: &Message,
-        branch: String,
+        key: TxKey,
         code: u16,
         reason: &str,
         local_tag: &str,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
-        retry_after: Option<u32>,
+        extra: &[(&str, String)],
     ) {
         let id = self.next_id;
         self.next_id += 1;
@@ -777,36 +897,24 @@ impl Endpoint {
         };
         let mut call = self.new_call(
             msg,
-            branch.clone(),
+            key.clone(),
             local_tag.to_string(),
             from,
             transport,
             placeholder,
         );
         let mut r = msg.response(code, reason, Some(local_tag));
-        if let Some(secs) = retry_after {
-            r.push("Retry-After", secs.to_string());
+        for (name, value) in extra {
+            r.push(name, value.clone());
         }
         if code == 488 {
             r.push("Warning", "304 carevoice \"Media type not available\"");
         }
         self.finish(&mut r);
         let bytes = r.to_bytes();
-        call.state = State::Rejected;
-        call.last_response = Some(bytes.clone());
-        call.retransmit = Some(Retransmit {
-            bytes: bytes.clone(),
-            next: now + T1,
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
-        if transport.reliable()
-            && let Some(r) = call.retransmit.as_mut()
-        {
-            r.next = r.deadline;
-        }
+        call.reject_with(&bytes, now);
         self.send(from, transport, bytes);
-        self.by_branch.insert(branch, id);
+        self.server_tx.insert(key, id);
         self.calls.insert(id, call);
     }
 
@@ -857,16 +965,12 @@ impl Endpoint {
         let ok = ok.to_bytes();
         c.state = State::Answered;
         c.last_response = Some(ok.clone());
-        c.retransmit = Some(Retransmit {
-            bytes: ok.clone(),
-            next: if transport.reliable() {
-                now + TIMEOUT
-            } else {
-                now + T1
-            },
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
+        c.retransmit = Some(Retransmit::capped(
+            ok.clone(),
+            now,
+            transport.reliable(),
+            TIMER_H,
+        ));
         let peer = c.peer;
         self.send(peer, transport, ok);
     }
@@ -892,18 +996,7 @@ impl Endpoint {
         }
         r.push("Server", self.config.user_agent.clone());
         let bytes = r.to_bytes();
-        c.state = State::Rejected;
-        c.last_response = Some(bytes.clone());
-        c.retransmit = Some(Retransmit {
-            bytes: bytes.clone(),
-            next: if c.transport.reliable() {
-                now + TIMEOUT
-            } else {
-                now + T1
-            },
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
+        c.reject_with(&bytes, now);
         let (peer, transport) = (c.peer, c.transport);
         self.send(peer, transport, bytes);
         self.events.push(Event::CallEnded {
@@ -912,11 +1005,14 @@ impl Endpoint {
         });
     }
 
-    fn on_ack(&mut self, msg: &Message, branch: &str, now: Instant) {
-        // ACK for a non-2xx final response: same branch as the INVITE.
-        if let Some(id) = self.by_branch.get(branch).copied()
+    fn on_ack(&mut self, msg: &Message, key: &TxKey, now: Instant) {
+        // ACK for a non-2xx final response: the INVITE's transaction (for an RFC 2543 ACK,
+        // also the To tag of our response).
+        let to_tag = msg.to().and_then(|t| t.tag().map(str::to_string));
+        if let Some(id) = self.server_tx.get(key).copied()
             && let Some(c) = self.calls.get_mut(&id)
             && c.state == State::Rejected
+            && (!key.is_rfc2543() || to_tag.as_deref() == Some(c.local_tag.as_str()))
         {
             c.retransmit = None;
             c.state = State::Terminated;
@@ -935,9 +1031,9 @@ impl Endpoint {
                 c.state = State::Confirmed;
                 self.events.push(Event::Confirmed { call: id });
             }
-            State::Confirmed if c.reinvite_branch.is_some() => {
+            State::Confirmed if c.reinvite_key.is_some() => {
                 c.retransmit = None;
-                c.reinvite_branch = None;
+                c.reinvite_key = None;
             }
             _ => {}
         }
@@ -946,7 +1042,7 @@ impl Endpoint {
     fn on_reinvite(
         &mut self,
         msg: Message,
-        branch: String,
+        key: TxKey,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
@@ -963,7 +1059,7 @@ impl Endpoint {
             return;
         };
         let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
-        let (code, reason) = if c.state != State::Confirmed || c.reinvite_branch.is_some() {
+        let (code, reason) = if c.state != State::Confirmed || c.reinvite_key.is_some() {
             (491, "Request Pending")
         } else if cseq <= c.remote_cseq {
             (500, "Server Internal Error (CSeq out of order)")
@@ -989,19 +1085,15 @@ impl Endpoint {
             let local = c.local_media.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
             r.body = sdp::answer(&media, local, c.session_id, c.sdp_version).into_bytes();
             let bytes = r.to_bytes();
-            c.reinvite_branch = Some(branch.clone());
-            c.retransmit = Some(Retransmit {
-                bytes: bytes.clone(),
-                next: if transport.reliable() {
-                    now + TIMEOUT
-                } else {
-                    now + T1
-                },
-                interval: T1,
-                deadline: now + TIMEOUT,
-            });
+            c.reinvite_key = Some(key.clone());
+            c.retransmit = Some(Retransmit::capped(
+                bytes.clone(),
+                now,
+                transport.reliable(),
+                TIMER_H,
+            ));
             c.last_response = Some(bytes.clone());
-            self.by_branch.insert(branch, id);
+            self.server_tx.insert(key, id);
             self.send(from, transport, bytes);
             self.events.push(Event::MediaChanged { call: id, media });
         } else {
@@ -1020,7 +1112,7 @@ impl Endpoint {
     fn on_bye(
         &mut self,
         msg: Message,
-        branch: String,
+        key: TxKey,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
@@ -1053,24 +1145,24 @@ impl Endpoint {
             None => (481, "Call/Transaction Does Not Exist"),
         };
         let r = msg.response(code, reason, None);
-        self.respond_cached(r, branch, "BYE".into(), from, transport, now);
+        self.respond_cached(r, Some(key), from, transport, now);
     }
 
     fn on_cancel(
         &mut self,
         msg: Message,
-        branch: String,
+        key: TxKey,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
     ) {
-        let Some(id) = self.by_branch.get(&branch).copied() else {
+        let Some(id) = self.server_tx.get(&key.with_method("INVITE")).copied() else {
             let r = msg.response(481, "Call/Transaction Does Not Exist", None);
-            self.respond_cached(r, branch, "CANCEL".into(), from, transport, now);
+            self.respond_cached(r, Some(key.clone()), from, transport, now);
             return;
         };
         let r = msg.response(200, "OK", None);
-        self.respond_cached(r, branch, "CANCEL".into(), from, transport, now);
+        self.respond_cached(r, Some(key.clone()), from, transport, now);
         let user_agent = self.config.user_agent.clone();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -1083,18 +1175,7 @@ impl Endpoint {
             .response(487, "Request Terminated", Some(&c.local_tag));
         r.push("Server", user_agent);
         let bytes = r.to_bytes();
-        c.state = State::Rejected;
-        c.last_response = Some(bytes.clone());
-        c.retransmit = Some(Retransmit {
-            bytes: bytes.clone(),
-            next: if c.transport.reliable() {
-                now + TIMEOUT
-            } else {
-                now + T1
-            },
-            interval: T1,
-            deadline: now + TIMEOUT,
-        });
+        c.reject_with(&bytes, now);
         let (peer, t) = (c.peer, c.transport);
         self.send(peer, t, bytes);
         self.events.push(Event::CallEnded {
@@ -1106,7 +1187,7 @@ impl Endpoint {
     fn on_info(
         &mut self,
         msg: Message,
-        branch: String,
+        key: TxKey,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
@@ -1120,7 +1201,7 @@ impl Endpoint {
             }
             None => msg.response(481, "Call/Transaction Does Not Exist", None),
         };
-        self.respond_cached(r, branch, "INFO".into(), from, transport, now);
+        self.respond_cached(r, Some(key), from, transport, now);
     }
 
     fn on_response(&mut self, msg: &Message, now: Instant) {
@@ -1152,8 +1233,7 @@ impl Endpoint {
         };
         if code < 200 {
             // Proceeding (RFC 3261 17.1.2.2): keep retransmitting, every T2.
-            tx.retransmit.interval = T2;
-            tx.retransmit.next = tx.retransmit.next.max(now + T2);
+            tx.retransmit.proceeding(now);
             return;
         }
         let purpose = tx.purpose;
@@ -1240,16 +1320,7 @@ impl Endpoint {
             ClientTx {
                 to,
                 transport,
-                retransmit: Retransmit {
-                    bytes: bytes.clone(),
-                    next: if transport.reliable() {
-                        now + TIMEOUT
-                    } else {
-                        now + T1
-                    },
-                    interval: T1,
-                    deadline: now + TIMEOUT,
-                },
+                retransmit: Retransmit::capped(bytes.clone(), now, transport.reliable(), TIMER_F),
                 purpose,
             },
         );
@@ -1296,14 +1367,14 @@ impl Endpoint {
     pub fn next_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().flat_map(|c| {
             [
-                c.retransmit.as_ref().map(|r| r.next.min(r.deadline)),
+                c.retransmit.as_ref().map(Retransmit::next_timeout),
                 c.purge_at,
             ]
         });
         let client = self
             .client
             .values()
-            .map(|t| Some(t.retransmit.next.min(t.retransmit.deadline)));
+            .map(|t| Some(t.retransmit.next_timeout()));
         let cached = self.cached.values().map(|c| Some(c.expires));
         let transfers = self
             .calls
@@ -1326,7 +1397,8 @@ impl Endpoint {
         let mut unanswered = Vec::new();
         for (id, c) in self.calls.iter_mut() {
             if let Some(r) = c.retransmit.as_mut() {
-                if now >= r.deadline {
+                let due = r.poll(now);
+                if due == Due::GiveUp {
                     c.retransmit = None;
                     match c.state {
                         State::Answered => timed_out.push(*id),
@@ -1336,38 +1408,33 @@ impl Endpoint {
                             c.purge_at = Some(now + TIMEOUT);
                             unanswered.push(*id);
                         }
-                        State::Confirmed => c.reinvite_branch = None,
+                        State::Confirmed => c.reinvite_key = None,
                         _ => {
                             c.state = State::Terminated;
                             c.purge_at = Some(now + TIMEOUT);
                         }
                     }
-                } else if now >= r.next && !c.transport.reliable() {
+                } else if due == Due::Resend {
                     sends.push((c.peer, c.transport, r.bytes.clone()));
-                    r.interval = (r.interval * 2).min(T2);
-                    r.next = now + r.interval;
                 }
             }
         }
         for (_, t) in self.client.iter_mut() {
-            let r = &mut t.retransmit;
-            if now < r.deadline && now >= r.next && !t.transport.reliable() {
-                sends.push((t.to, t.transport, r.bytes.clone()));
-                r.interval = (r.interval * 2).min(T2);
-                r.next = now + r.interval;
+            if t.retransmit.poll(now) == Due::Resend {
+                sends.push((t.to, t.transport, t.retransmit.bytes.clone()));
             }
         }
         // Timer F: a REFER nobody answered fails the transfer.
         let refer_timeouts: Vec<CallId> = self
             .client
             .values()
-            .filter(|t| now >= t.retransmit.deadline)
+            .filter(|t| t.retransmit.expired(now))
             .filter_map(|t| match t.purpose {
                 Purpose::Refer(call) => Some(call),
                 Purpose::Bye => None,
             })
             .collect();
-        self.client.retain(|_, t| now < t.retransmit.deadline);
+        self.client.retain(|_, t| !t.retransmit.expired(now));
         for call in refer_timeouts {
             self.end_transfer(call, Err(TransferError::Timeout));
         }
@@ -1405,8 +1472,8 @@ impl Endpoint {
         for id in purge {
             if let Some(c) = self.calls.remove(&id) {
                 self.by_branch.remove(&c.invite_branch);
-                if let Some(b) = c.reinvite_branch {
-                    self.by_branch.remove(&b);
+                for key in [c.invite_key, c.reinvite_key].into_iter().flatten() {
+                    self.server_tx.remove(&key);
                 }
                 self.by_dialog.remove(&(c.call_id, c.local_tag));
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use super::{CallId, Endpoint, Event, Purpose, State, Transport};
+use super::{CallId, Endpoint, Event, Purpose, State, Transport, TxKey};
 use crate::sip::message::{Message, Uri};
 
 /// How long the transferee has to report a final status for its call to the target (ringing a
@@ -109,14 +109,14 @@ impl Endpoint {
     pub(super) fn on_notify(
         &mut self,
         msg: Message,
-        branch: String,
+        key: TxKey,
         from: SocketAddr,
         transport: Transport,
         now: Instant,
     ) {
         let Some(id) = self.dialog_of(&msg) else {
             let r = msg.response(481, "Subscription Does Not Exist", None);
-            self.respond_cached(r, branch, "NOTIFY".into(), from, transport, now);
+            self.respond_cached(r, Some(key.clone()), from, transport, now);
             return;
         };
         let event = msg.header("Event").unwrap_or_default();
@@ -124,7 +124,7 @@ impl Endpoint {
         if !package.eq_ignore_ascii_case("refer") {
             let mut r = msg.response(489, "Bad Event", None);
             r.push("Allow-Events", "refer");
-            self.respond_cached(r, branch, "NOTIFY".into(), from, transport, now);
+            self.respond_cached(r, Some(key.clone()), from, transport, now);
             return;
         }
         let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
@@ -132,7 +132,7 @@ impl Endpoint {
             c.remote_cseq = c.remote_cseq.max(cseq);
         }
         let r = msg.response(200, "OK", None);
-        self.respond_cached(r, branch, "NOTIFY".into(), from, transport, now);
+        self.respond_cached(r, Some(key.clone()), from, transport, now);
         let sipfrag = msg.header("Content-Type").is_some_and(|ct| {
             ct.trim()
                 .to_ascii_lowercase()

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    Call, CallId, EndReason, Endpoint, Event, Purpose, Retransmit, State, T1, TIMEOUT, Transport,
+    Call, CallId, EndReason, Endpoint, Event, Purpose, Retransmit, State, TIMEOUT, Transport,
     random_token,
 };
 use crate::media::sdp::{self, Codec, Direction, Negotiated, Sdp};
@@ -130,6 +130,7 @@ impl Endpoint {
             transport,
             invite: inv,
             invite_branch: branch.clone(),
+            invite_key: None,
             call_id: call_id.clone(),
             local_tag: local_tag.clone(),
             remote_target: target.to_string(),
@@ -141,18 +142,9 @@ impl Endpoint {
             session_id,
             sdp_version: 1,
             last_response: None,
-            reinvite_branch: None,
+            reinvite_key: None,
             rung: false,
-            retransmit: Some(Retransmit {
-                bytes: bytes.clone(),
-                next: if transport.reliable() {
-                    now + TIMEOUT
-                } else {
-                    now + T1
-                },
-                interval: T1,
-                deadline: now + TIMEOUT,
-            }),
+            retransmit: Some(Retransmit::invite(bytes.clone(), now, transport.reliable())),
             purge_at: None,
             transfer: None,
             uac: Some(Default::default()),
@@ -174,12 +166,7 @@ impl Endpoint {
         if code < 200 {
             if c.state == State::Calling {
                 // Proceeding: no more retransmissions; the callee has RING_TIMEOUT to answer.
-                c.retransmit = Some(Retransmit {
-                    bytes: Vec::new(),
-                    next: now + RING_TIMEOUT,
-                    interval: RING_TIMEOUT,
-                    deadline: now + RING_TIMEOUT,
-                });
+                c.retransmit = Some(Retransmit::wait_only(Vec::new(), now, RING_TIMEOUT));
             }
             return;
         }
