@@ -213,7 +213,7 @@ pub struct SipConfig {
     pub tls_key: PathBuf,
     /// SIP URI of a registrar (PBX or trunk) to REGISTER with over UDP, e.g.
     /// `sip:pbx.example:5060`. Empty: no registration.
-    pub registrar: String,
+    pub registrar: crate::net::SipUri,
     /// User part of the address of record we register (and digest username).
     pub register_user: String,
     /// Domain of the address of record. Empty: the registrar's host.
@@ -224,7 +224,7 @@ pub struct SipConfig {
     pub register_expires: u32,
     /// Sources allowed to send SIP requests: IPs or CIDR ranges of the trunk / PBX, e.g.
     /// `["203.0.113.0/28"]`. Others get 403. Empty: anyone.
-    pub allow_from: Vec<String>,
+    pub allow_from: Vec<crate::net::Cidr>,
     /// Digest user name callers outside `allow_from` (everyone when it is empty) must
     /// authenticate with (401 challenge, MD5 or SHA-256). Empty: no challenge.
     pub auth_user: String,
@@ -248,7 +248,7 @@ impl Default for SipConfig {
             tls_port: 5061,
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
-            registrar: String::new(),
+            registrar: crate::net::SipUri::default(),
             register_user: String::new(),
             register_domain: String::new(),
             register_password: Secret::default(),
@@ -1111,42 +1111,22 @@ impl Config {
                 ),
             );
         }
-        if !self.sip.registrar.is_empty() {
-            match crate::sip::message::Uri::parse(&self.sip.registrar) {
-                Some(u) if u.scheme == "sip" && u.user.is_none() => {}
-                _ => bad(
-                    "sip.registrar",
-                    format!(
-                        "expected a SIP URI without user such as \"sip:pbx.example:5060\", got {:?}",
-                        self.sip.registrar
-                    ),
-                ),
-            }
-            if self.sip.register_user.is_empty()
+        // sip.registrar and sip.allow_from are typed: a bad value fails to parse, naming its key.
+        if !self.sip.registrar.is_empty()
+            && (self.sip.register_user.is_empty()
                 || !self
                     .sip
                     .register_user
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%".contains(c))
-            {
-                bad(
-                    "sip.register_user",
-                    format!(
-                        "expected a SIP user name (letters, digits, -_.) when sip.registrar is set, got {:?}",
-                        self.sip.register_user
-                    ),
-                );
-            }
-        }
-        for (i, range) in self.sip.allow_from.iter().enumerate() {
-            if crate::sip::acl::Cidr::parse(range).is_none() {
-                bad(
-                    &format!("sip.allow_from[{i}]"),
-                    format!(
-                        "expected an IP address or CIDR range such as \"10.0.0.0/8\", got {range:?}"
-                    ),
-                );
-            }
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/%".contains(c)))
+        {
+            bad(
+                "sip.register_user",
+                format!(
+                    "expected a SIP user name (letters, digits, -_.) when sip.registrar is set, got {:?}",
+                    self.sip.register_user
+                ),
+            );
         }
         if !self.sip.auth_user.is_empty() && self.sip.auth_password.expose().is_empty() {
             bad(

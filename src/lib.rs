@@ -11,6 +11,7 @@ pub mod inference;
 pub mod media;
 pub mod metrics;
 pub mod models;
+pub mod net;
 pub mod phi;
 pub mod server;
 pub mod sip;

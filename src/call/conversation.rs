@@ -201,6 +201,8 @@ pub struct Conversation {
     /// What the caller said on the last turns, for a verified caller's escalation summary.
     recent: VecDeque<String>,
     outcome: Option<Outcome>,
+    /// The leg ended while an escalation was in flight.
+    leg_ended: bool,
     finished: bool,
 }
 
@@ -228,6 +230,7 @@ impl Conversation {
             hangup_at: None,
             recent: VecDeque::new(),
             outcome: None,
+            leg_ended: false,
             finished: false,
         }
     }
@@ -296,9 +299,24 @@ impl Conversation {
                 }
             }
             Event::Dtmf(digit) => self.on_dtmf(digit, now),
+            // A transfer ends the leg before the escalation stage has reported: wait for it
+            // (at most the hang-up wait) to know whether the caller reached staff.
+            Event::Ended if self.escalating => {
+                self.leg_ended = true;
+                self.hangup_at
+                    .get_or_insert(now + self.settings.hangup_wait);
+            }
             Event::Ended => self.finish(Outcome::CallerHungUp, now),
             Event::Escalated { reached_staff } => {
                 self.escalating = false;
+                if self.leg_ended {
+                    let outcome = if reached_staff {
+                        Outcome::Transferred
+                    } else {
+                        Outcome::CallerHungUp
+                    };
+                    return self.finish(outcome, now);
+                }
                 if reached_staff {
                     self.outcome = Some(Outcome::Transferred);
                     self.hang_up(now);
@@ -318,7 +336,12 @@ impl Conversation {
         }
         if self.hangup_at.is_some_and(|t| now >= t) {
             self.hangup_at = None;
-            return self.finish(Outcome::Completed, now);
+            let outcome = if self.leg_ended {
+                Outcome::CallerHungUp
+            } else {
+                Outcome::Completed
+            };
+            return self.finish(outcome, now);
         }
         if self.deadline.is_some_and(|t| now >= t) {
             self.deadline = None;

@@ -3,47 +3,7 @@
 
 use std::net::IpAddr;
 
-/// One allowed range: an address and how many leading bits must match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    /// `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`, `::1`. None when malformed.
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let s = s.trim();
-        let (ip, bits) = match s.split_once('/') {
-            Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, Some(bits.parse::<u8>().ok()?)),
-            None => (s.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let bits = bits.unwrap_or(max);
-        (bits <= max).then_some(Cidr { addr: ip, bits })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        // An IPv4 peer may show up as an IPv4-mapped IPv6 address on a dual-stack socket.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.bits))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::net::Cidr;
 
 /// Whether `ip` may send requests: an empty list allows everyone.
 pub fn allowed(list: &[Cidr], ip: IpAddr) -> bool {

@@ -7,6 +7,8 @@
 //! header line per value. [`Message::to_bytes`] prints the message with a Content-Length that
 //! matches the body.
 
+use crate::net::parse_params;
+pub use crate::net::{Uri, host_for_print, split_host_port};
 use std::fmt::Write as _;
 
 use super::SipError;
@@ -590,98 +592,6 @@ impl Message {
         }
         resp
     }
-}
-
-/// A SIP URI, enough to route: `sip:user@host:port;params`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uri {
-    pub scheme: String,
-    pub user: Option<String>,
-    /// Host without brackets (an IPv6 address is stored bare).
-    pub host: String,
-    pub port: Option<u16>,
-    pub params: Vec<(String, Option<String>)>,
-}
-
-impl Uri {
-    pub fn parse(s: &str) -> Option<Uri> {
-        let (scheme, rest) = s.split_once(':')?;
-        if !scheme.eq_ignore_ascii_case("sip")
-            && !scheme.eq_ignore_ascii_case("sips")
-            && !scheme.eq_ignore_ascii_case("tel")
-        {
-            return None;
-        }
-        let rest = rest.split_once('?').map(|(a, _)| a).unwrap_or(rest);
-        let (user, hostpart) = match rest.rfind('@') {
-            Some(at) => (Some(rest[..at].to_string()), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        let (hostport, params) = match hostpart.find(';') {
-            Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
-            None => (hostpart, ""),
-        };
-        let (host, port) = split_host_port(hostport)?;
-        Some(Uri {
-            scheme: scheme.to_ascii_lowercase(),
-            user,
-            host,
-            port,
-            params: parse_params(params),
-        })
-    }
-
-    pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
-    }
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`. The host comes back without brackets.
-pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
-    let s = s.trim();
-    if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let host = &rest[..end];
-        host.parse::<std::net::Ipv6Addr>().ok()?;
-        let after = &rest[end + 1..];
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        return Some((host.to_string(), port));
-    }
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p.parse().ok()?)),
-        None => (s, None),
-    };
-    if host.is_empty() || host.contains(':') {
-        return None;
-    }
-    Some((host.to_string(), port))
-}
-
-/// Brackets an IPv6 host for printing.
-pub fn host_for_print(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
-}
-
-fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
-    s.split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
-            None => (p.to_string(), None),
-        })
-        .collect()
 }
 
 /// A Via value: `SIP/2.0/UDP host:port;branch=...;rport`.

@@ -285,12 +285,7 @@ impl SipServer {
             max_calls: self.sip.max_calls as usize,
             retry_after_secs: self.sip.retry_after_secs,
             user_agent: format!("carevoice/{}", env!("CARGO_PKG_VERSION")),
-            allow_from: self
-                .sip
-                .allow_from
-                .iter()
-                .filter_map(|s| super::acl::Cidr::parse(s))
-                .collect(),
+            allow_from: self.sip.allow_from.clone(),
             inbound_auth: (!self.sip.auth_user.is_empty()).then(|| super::uas::InboundAuth {
                 realm: self.sip.auth_realm.clone(),
                 username: self.sip.auth_user.clone(),
@@ -742,7 +737,7 @@ impl SipServer {
             tracing::warn!("sip.registrar is set but UDP is off: not registering");
             return None;
         }
-        let uri = message::Uri::parse(&sip.registrar)?;
+        let uri = sip.registrar.uri()?.clone();
         let host = message::host_for_print(&uri.host);
         let port = uri.port.unwrap_or(5060);
         let registrar = match tokio::net::lookup_host((uri.host.as_str(), port)).await {

@@ -687,6 +687,31 @@ fn reaching_staff_hangs_up_as_transferred() {
 }
 
 #[test]
+fn a_transfer_that_ends_the_leg_before_the_stage_reports_is_still_transferred() {
+    let mut c = Call::greeted();
+    c.event(Event::Dtmf('0'));
+    c.played();
+    // The REFER succeeded: the SIP side ends our leg while the stage still writes its outcome.
+    c.event(Event::Ended);
+    assert!(c.finished_with().is_none());
+    c.wait(30);
+    c.event(Event::Escalated {
+        reached_staff: true,
+    });
+    assert_eq!(c.finished_with(), Some(Outcome::Transferred));
+}
+
+#[test]
+fn a_caller_who_hangs_up_during_an_escalation_that_never_reports_is_let_go() {
+    let mut c = Call::greeted();
+    c.event(Event::Dtmf('0'));
+    c.played();
+    c.event(Event::Ended);
+    c.wait(5_100);
+    assert_eq!(c.finished_with(), Some(Outcome::CallerHungUp));
+}
+
+#[test]
 fn when_staff_cannot_be_reached_a_callback_is_promised_then_the_call_ends() {
     let mut c = Call::greeted();
     c.event(Event::Dtmf('0'));
