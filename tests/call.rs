@@ -675,6 +675,7 @@ fn pressing_zero_transfers_the_caller_to_the_front_desk() {
         Some(true),
         "the staff phone did not get the call\n{context}"
     );
+    assert!(!ended.is_empty(), "the call did not finish\n{context}");
     assert_eq!(ended[0]["outcome"], "transferred", "{context}");
     let heard = transcribe(&files[0]);
     heard_all(

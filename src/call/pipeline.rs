@@ -86,6 +86,9 @@ pub async fn converse(
     let settings = settings(&services);
     let mut core = Conversation::new(services.engine(caller), settings, now, Timestamp::now());
     core.start(now);
+    // After the end (or a closed lane) the control lane is not polled again: a closed channel
+    // is always ready, and polled first it would starve every other lane.
+    let mut signals_open = true;
     let outcome = loop {
         if let Some(outcome) = stages.execute(&mut core).await {
             break outcome;
@@ -93,11 +96,14 @@ pub async fn converse(
         let wake = core.next_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
-            signal = stages.edge.signals.recv() => match signal {
+            signal = stages.edge.signals.recv(), if signals_open => match signal {
                 Some(CallerSignal::Dtmf { digit, .. }) => {
                     core.handle(Event::Dtmf(digit), Instant::now());
                 }
-                Some(CallerSignal::Ended) | None => core.handle(Event::Ended, Instant::now()),
+                Some(CallerSignal::Ended) | None => {
+                    signals_open = false;
+                    core.handle(Event::Ended, Instant::now());
+                }
             },
             Some(result) = async {
                 match stages.escalation.as_mut() {
