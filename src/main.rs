@@ -670,8 +670,8 @@ async fn users_command(config: &Config, cmd: UsersCommand) -> Result<()> {
                 }
             }
             UsersCommand::Disable { name } => {
-                let ended = users::set_disabled(&db, &audit, &actor, &name, true).await?;
-                println!("user {name} disabled ({ended} session(s) ended)");
+                users::set_disabled(&db, &audit, &actor, &name, true).await?;
+                println!("user {name} disabled; open sessions are refused from their next request");
             }
             UsersCommand::Enable { name } => {
                 users::set_disabled(&db, &audit, &actor, &name, false).await?;

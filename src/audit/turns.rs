@@ -17,6 +17,7 @@ const MAX_TURNS: i64 = 500;
 pub struct StoredTurn {
     pub seq: i64,
     pub turn: u64,
+    /// When the turn started (ms since the epoch).
     pub ts_ms: i64,
     /// `unverified`, `verified`, `failed`.
     pub identity: String,
@@ -87,7 +88,10 @@ pub async fn call_turns(
         turns.push(StoredTurn {
             seq,
             turn: body["turn"].as_u64().unwrap_or(0),
-            ts_ms: row.try_get("ts_ms")?,
+            // When the turn happened (the record may have been written a moment later).
+            ts_ms: body["started_ms"]
+                .as_i64()
+                .unwrap_or(row.try_get::<i64, _>("ts_ms")?),
             identity: body["identity"]
                 .as_str()
                 .unwrap_or("unverified")

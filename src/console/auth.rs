@@ -47,12 +47,20 @@ pub struct NewPasswordForm {
 const WRONG: &str = "Wrong user name or password.";
 const LOCKED: &str = "This account is locked after too many failed attempts. Try again later, or ask an administrator.";
 
+/// The idle timeout in words: `15 minutes`, `90 seconds`.
+pub fn idle_words(secs: u64) -> String {
+    if secs < 120 {
+        format!("{secs} seconds")
+    } else {
+        format!("{} minutes", secs.div_ceil(60))
+    }
+}
+
 fn notice_for(state: &ConsoleState, why: Option<&str>) -> Option<String> {
-    let idle_mins = state.inner.config.idle_timeout_secs.div_ceil(60);
     Some(match why? {
         "idle" => format!(
-            "You were signed out after {idle_mins} minute{} without activity.",
-            if idle_mins == 1 { "" } else { "s" }
+            "You were signed out after {} without activity.",
+            idle_words(state.inner.config.idle_timeout_secs)
         ),
         "expired" => "Your session reached its maximum length. Please sign in again.".into(),
         "disabled" => "Your account has been disabled. Ask an administrator.".into(),

@@ -144,8 +144,19 @@ pub async fn rows_fragment(State(state): State<ConsoleState>) -> Response {
     }
 }
 
-const SIGNED_OUT: &str = "<p class=\"notice\" role=\"alert\">You have been signed out. \
-     <a href=\"/login?why=idle\">Sign in again</a></p>";
+/// What replaces the queue once the session is over (no PHI stays on the screen).
+fn signed_out(reason: &str) -> &'static str {
+    match reason {
+        "idle" => {
+            "<p class=\"notice\" id=\"live-signed-out\" role=\"alert\">You have been signed out \
+             after a time without activity. <a id=\"sign-in-again\" href=\"/login?why=idle\">Sign in again</a></p>"
+        }
+        _ => {
+            "<p class=\"notice\" id=\"live-signed-out\" role=\"alert\">You have been signed out. \
+             <a id=\"sign-in-again\" href=\"/login\">Sign in again</a></p>"
+        }
+    }
+}
 
 /// Server-sent events: `queue` with the new table whenever it changes, `signed-out` (and the end
 /// of the stream) once the session is over. These requests never restart the idle clock.
@@ -189,13 +200,18 @@ fn live(
             };
             live.ticks += 1;
             // The session may have ended (idle, disabled) since the page was opened.
-            match guard::lookup(&live.state, &live.headers, false).await {
-                Ok(Lookup::Found(..)) => {}
-                _ => {
-                    live.done = true;
-                    let event = Event::default().event("signed-out").data(SIGNED_OUT);
-                    return Some((Ok(event), live));
+            let why = match guard::lookup(&live.state, &live.headers, false).await {
+                Ok(Lookup::Found(..)) => None,
+                Ok(Lookup::None(why)) => Some(why.unwrap_or("ended")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "console live queue: session check failed");
+                    Some("ended")
                 }
+            };
+            if let Some(why) = why {
+                live.done = true;
+                let event = Event::default().event("signed-out").data(signed_out(why));
+                return Some((Ok(event), live));
             }
             if changed || live.ticks >= REFRESH_TICKS {
                 live.ticks = 0;

@@ -90,25 +90,23 @@ async fn existing(store: &Store, name: &str) -> Result<ConsoleUser, ConsoleError
     })
 }
 
-/// `users disable` / `users enable`. Disabling ends the user's sessions at once.
+/// `users disable` / `users enable`. A disabled user's next request is refused (every request
+/// checks the account), which also ends and audits the session, with a page that says why.
 pub async fn set_disabled(
     store: &Store,
     audit: &Audit,
     actor: &str,
     name: &str,
     disabled: bool,
-) -> Result<u64, ConsoleError> {
+) -> Result<(), ConsoleError> {
     let user = existing(store, name).await?;
     store.set_console_user_disabled(&user.id, disabled).await?;
-    let ended = if disabled {
-        store.delete_console_sessions_of(&user.id).await?
-    } else {
+    if !disabled {
         store.clear_login_failures(&user.id).await?;
-        0
-    };
+    }
     let change = if disabled { "disabled" } else { "enabled" };
     record(audit, actor, name, change.into()).await?;
-    Ok(ended)
+    Ok(())
 }
 
 /// `users reset-mfa`: forgets the TOTP seed (the user enrolls again at the next sign-in) and ends
