@@ -759,6 +759,16 @@ fn lockout_survives_a_restart_and_idle_sessions_end() {
     assert!(console.cli(&["users", "enable", "carl"]).status.success());
     let r = password_step(&mut b, &console, "carl", &carl_pw);
     assert!(r["url"].as_str().unwrap().ends_with("/mfa/enroll"), "{r}");
+    // reset-mfa: the next sign-in enrolls a new authenticator.
+    assert!(
+        console
+            .cli(&["users", "reset-mfa", "boss"])
+            .status
+            .success()
+    );
+    b.cmd(json!({"op": "clear_cookies"}));
+    let r = password_step(&mut b, &console, "boss", "the admins long password");
+    assert!(r["url"].as_str().unwrap().ends_with("/mfa/enroll"), "{r}");
     let list = String::from_utf8_lossy(&console.cli(&["users", "list"]).stdout).to_string();
     assert!(
         list.contains("carl") && list.contains("front_desk") && list.contains("boss"),
