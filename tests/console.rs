@@ -325,6 +325,7 @@ fn first_sign_in(
     }
     let r = password_step(b, console, name, one_time);
     assert!(r["url"].as_str().unwrap().ends_with("/mfa/enroll"), "{r}");
+    let half_signed_in = cookie_value(b).expect("a session after the password")["value"].clone();
     let secret = b.cmd(json!({"op": "text", "selector": "#totp-secret"}))["text"]
         .as_str()
         .unwrap()
@@ -342,6 +343,11 @@ fn first_sign_in(
     b.cmd(json!({"op": "fill", "selector": "#code", "value": totp(&seed, step)}));
     let r = b.cmd(json!({"op": "submit", "selector": "button[type=submit]"}));
     assert!(r["url"].as_str().unwrap().ends_with("/password"), "{r}");
+    let after_mfa = cookie_value(b).expect("a session after the code")["value"].clone();
+    assert_ne!(
+        half_signed_in, after_mfa,
+        "the session id changes after the second factor"
+    );
     if shots_too {
         shot(b, "03-password");
     }

@@ -154,6 +154,18 @@ async fn console_accounts(store: &Store) {
     };
     store.insert_console_session(&session).await.unwrap();
     store.touch_console_session("h1", 20).await.unwrap();
+    assert!(
+        store
+            .stale_console_sessions(20, 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stale = store.stale_console_sessions(21, 0, 0).await.unwrap();
+    assert_eq!(
+        (stale[0].0.id_hash.as_str(), stale[0].1.as_str()),
+        ("h1", "ann")
+    );
     assert_eq!(
         store
             .console_session("h1")

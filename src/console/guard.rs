@@ -134,7 +134,7 @@ pub async fn lookup(
 /// Where a browser without a usable session goes.
 fn to_sign_in(why: Option<&'static str>, live_update: bool) -> Response {
     if live_update {
-        // EventSource and htmx fragments cannot show a sign-in page; the full page will.
+        // An EventSource cannot show a sign-in page; the full page will.
         return (StatusCode::UNAUTHORIZED, "signed out\n").into_response();
     }
     match why {
@@ -157,7 +157,7 @@ pub async fn access(
         tracing::error!(%route, "console route without declared access refused");
         return forbidden();
     };
-    let live_update = route == "/queue/events" || route == "/queue/rows";
+    let live_update = route == "/queue/events";
     match access {
         Access::Public => next.run(request).await,
         Access::SigningIn => match lookup(&state, request.headers(), true).await {
@@ -239,4 +239,52 @@ impl ConsoleState {
             .await?;
         Ok(())
     }
+}
+
+/// Ends sessions nobody came back to, every minute: the logoff is recorded when it happens, not
+/// only when the browser returns. (Each request checks expiry itself; this is the bookkeeping.)
+pub fn sweep(state: ConsoleState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweep_once(&state).await {
+                tracing::warn!(error = %e, "console session sweep failed");
+            }
+        }
+    });
+}
+
+async fn sweep_once(state: &ConsoleState) -> Result<(), ConsoleError> {
+    let now = now_ms();
+    let policy = state.inner.policy;
+    let stale = state
+        .inner
+        .store
+        .stale_console_sessions(
+            now - policy.idle_ms,
+            now - policy.max_ms,
+            now - policy.pending_ms.min(policy.max_ms),
+        )
+        .await?;
+    for (row, name) in stale {
+        let stage = Stage::parse(&row.stage).unwrap_or(Stage::Password);
+        let verdict = policy.check(stage, row.created_ms, row.last_seen_ms, now);
+        state
+            .inner
+            .store
+            .delete_console_session(&row.id_hash)
+            .await?;
+        if stage == Stage::Full {
+            let reason = if verdict == Verdict::Live {
+                "idle"
+            } else {
+                verdict.reason()
+            };
+            state
+                .audit_auth(&name, AuthAction::Logout, None, Some(reason))
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -148,7 +148,6 @@ pub fn router(state: ConsoleState) -> Router {
             get(auth::password_form).post(auth::change_password),
         )
         .route("/queue", get(queue::page))
-        .route("/queue/rows", get(queue::rows_fragment))
         .route("/queue/events", get(queue::events))
         .route("/escalations/{id}", get(queue::escalation))
         .route("/callbacks", get(callbacks::page))
@@ -233,6 +232,7 @@ impl Console {
                 tz,
             }),
         };
+        guard::sweep(state.clone());
         Ok(Console { state, listener })
     }
 

@@ -133,17 +133,6 @@ async fn fragment(state: &ConsoleState) -> Result<String, ConsoleError> {
     })?)
 }
 
-/// The table alone (for scripts that poll instead of listening).
-pub async fn rows_fragment(State(state): State<ConsoleState>) -> Response {
-    match fragment(&state).await {
-        Ok(html) => axum::response::Html(html).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "console queue rows failed");
-            pages::server_error()
-        }
-    }
-}
-
 /// What replaces the queue once the session is over (no PHI stays on the screen).
 fn signed_out(reason: &str) -> &'static str {
     match reason {

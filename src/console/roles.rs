@@ -70,7 +70,6 @@ pub const ROUTES: &[(&str, Access)] = &[
     ("/mfa/enroll", Access::SigningIn),
     ("/password", Access::SigningIn),
     ("/queue", Access::Roles(FRONT_DESK)),
-    ("/queue/rows", Access::Roles(FRONT_DESK)),
     ("/queue/events", Access::Roles(FRONT_DESK)),
     ("/escalations/{id}", Access::Roles(FRONT_DESK)),
     ("/callbacks", Access::Roles(FRONT_DESK)),

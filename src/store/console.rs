@@ -315,6 +315,33 @@ impl Store {
         Ok(())
     }
 
+    /// Sessions past their time: idle since before `idle_cutoff_ms`, or made before
+    /// `full_cutoff_ms` (signed in) / `pending_cutoff_ms` (half-way through signing in). Returns
+    /// `(id_hash, stage, user name)`, at most 1000 at a time.
+    pub async fn stale_console_sessions(
+        &self,
+        idle_cutoff_ms: i64,
+        full_cutoff_ms: i64,
+        pending_cutoff_ms: i64,
+    ) -> Result<Vec<(SessionRow, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.id_hash, s.user_id, s.stage, s.created_ms, s.last_seen_ms, s.pending_totp, \
+             COALESCE(u.name, '') AS name FROM console_sessions s \
+             LEFT JOIN console_users u ON u.id = s.user_id \
+             WHERE s.last_seen_ms < $1 \
+             OR (s.stage = 'full' AND s.created_ms < $2) \
+             OR (s.stage <> 'full' AND s.created_ms < $3) LIMIT 1000",
+        )
+        .bind(idle_cutoff_ms)
+        .bind(full_cutoff_ms)
+        .bind(pending_cutoff_ms)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((session_from_row(r)?, r.try_get("name")?)))
+            .collect()
+    }
+
     /// Ends every session of a user (disabled, MFA reset, password changed elsewhere).
     pub async fn delete_console_sessions_of(&self, user_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
