@@ -775,9 +775,65 @@ fn lockout_survives_a_restart_and_idle_sessions_end() {
     b.cmd(json!({"op": "clear_cookies"}));
     let r = password_step(&mut b, &console, "boss", "the admins long password");
     assert!(r["url"].as_str().unwrap().ends_with("/mfa/enroll"), "{r}");
+    // Without JavaScript every step still works: plain forms and server-rendered pages.
+    drop(b);
+    let mut plain = Driver::launch_with(false);
+    let erin_pw = console.add_user("erin", "front_desk");
+    first_sign_in(
+        &mut plain,
+        &console,
+        "erin",
+        &erin_pw,
+        "no scripts on this machine",
+        false,
+    );
+    let (url, text) = page_text(&mut plain);
+    assert!(url.ends_with("/queue"), "{url}");
+    assert!(text.contains("No one is waiting"), "{text}");
+    shot(&mut plain, "24-queue-without-js");
+    let r = plain.cmd(json!({"op": "submit", "selector": "header form button"}));
+    assert!(
+        r["url"].as_str().unwrap().contains("/login?why=signed_out"),
+        "{r}"
+    );
+
     let list = String::from_utf8_lossy(&console.cli(&["users", "list"]).stdout).to_string();
     assert!(
         list.contains("carl") && list.contains("front_desk") && list.contains("boss"),
         "{list}"
     );
+}
+
+#[test]
+fn plain_http_only_on_loopback_without_hsts() {
+    let console = Console::start("plain_http = true\n");
+    let url = format!("http://127.0.0.1:{}/login", console.port);
+    let response = reqwest::blocking::get(&url).unwrap();
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    assert!(h.get("strict-transport-security").is_none());
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let log = console.log();
+    assert!(log.contains("console on plain HTTP"), "{log}");
+    // Not on another address: the config check names the key.
+    let out = console.cli(&["config", "check"]);
+    assert!(out.status.success());
+    let bad = cv::run(
+        &["config", "check"],
+        console.server.dir.path(),
+        &[
+            ("CAREVOICE_CONSOLE__PLAIN_HTTP", "true"),
+            ("CAREVOICE_CONSOLE__BIND", "0.0.0.0"),
+        ],
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("console.plain_http"), "{err}");
 }

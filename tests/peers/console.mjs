@@ -13,6 +13,8 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   headless: true,
   ignoreHTTPSErrors: true,
+  // CONSOLE_NO_JS=1: a browser without JavaScript, to check that every page still works.
+  javaScriptEnabled: process.env.CONSOLE_NO_JS !== '1',
   viewport: { width: 1200, height: 800 },
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],

@@ -45,11 +45,17 @@ pub struct Driver {
 
 impl Driver {
     pub fn launch() -> Driver {
+        Self::launch_with(true)
+    }
+
+    /// A browser with JavaScript off (`javascript: false`).
+    pub fn launch_with(javascript: bool) -> Driver {
         use std::process::Stdio;
         program("chromium");
         peer_path("node/node_modules/playwright-core");
         let mut child = Command::new(program("node"))
             .arg(repo_root().join("tests/peers/console.mjs"))
+            .env("CONSOLE_NO_JS", if javascript { "0" } else { "1" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
