@@ -139,7 +139,15 @@ impl Server {
             sip.set_handler(Arc::new(crate::call::LivePipeline::new(services)));
         }
         let console = if config.console.enabled {
-            Some(crate::console::Console::bind(&config, store.clone(), audit.clone()).await?)
+            Some(
+                crate::console::Console::bind(
+                    &config,
+                    store.clone(),
+                    audit.clone(),
+                    Some(metrics.registry_mut()),
+                )
+                .await?,
+            )
         } else {
             None
         };

@@ -746,6 +746,12 @@ fn lockout_survives_a_restart_and_idle_sessions_end() {
         "the right password does not open a locked account: {r}"
     );
 
+    let (_, metrics) = support::http_get(&console.server.url("/metrics")).expect("metrics");
+    assert!(
+        metrics.contains("carevoice_console_sign_in_attempts_total{result=\"locked\"}"),
+        "{metrics}"
+    );
+
     // Still locked after a restart: the lock is in the store.
     let console = console.restart();
     let r = password_step(&mut b, &console, "carl", &carl_pw);

@@ -174,6 +174,7 @@ async fn login_inner(
                 Some("malformed"),
             )
             .await?;
+        state.inner.metrics.sign_in("failed");
         return Ok(login_page(
             state,
             StatusCode::UNAUTHORIZED,
@@ -196,6 +197,7 @@ async fn login_inner(
                 Some("unknown user"),
             )
             .await?;
+        state.inner.metrics.sign_in("failed");
         return Ok(login_page(
             state,
             StatusCode::UNAUTHORIZED,
@@ -214,6 +216,7 @@ async fn login_inner(
                 Some("disabled"),
             )
             .await?;
+        state.inner.metrics.sign_in("failed");
         return Ok(login_page(
             state,
             StatusCode::UNAUTHORIZED,
@@ -226,6 +229,7 @@ async fn login_inner(
         state
             .audit_auth(&name, AuthAction::LoginFailed, Some(source), Some("locked"))
             .await?;
+        state.inner.metrics.sign_in("locked");
         return Ok(login_page(
             state,
             StatusCode::FORBIDDEN,
@@ -458,6 +462,7 @@ impl ConsoleState {
             }));
         }
         store.clear_login_failures(&user.id).await?;
+        self.inner.metrics.sign_in("ok");
         let stage = if user.must_change {
             Stage::ChangePassword
         } else {

@@ -24,8 +24,9 @@ impl std::fmt::Debug for Disclosed {
 
 /// Proof that a staff view was recorded.
 pub struct Viewing {
-    /// The audit sequence number of the `staff_view` record.
-    pub seq: i64,
+    /// The audit sequence number of the `staff_view` record. Private: only [`record_view`]
+    /// makes a `Viewing`.
+    seq: i64,
 }
 
 /// Records that `actor` opened `what` (`escalation_summary`, `transcript`) of call `call_id`, and
@@ -48,6 +49,11 @@ pub async fn record_view(
 }
 
 impl Viewing {
+    /// The `staff_view` record's sequence number.
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+
     pub fn reveal(&self, text: &Confidential) -> Disclosed {
         Disclosed(text.expose_for_disclosure().to_string())
     }

@@ -26,6 +26,7 @@ pub mod disclosure;
 pub mod guard;
 pub mod headers;
 pub mod history;
+pub mod metrics;
 pub mod pages;
 pub mod password;
 pub mod queue;
@@ -121,6 +122,7 @@ pub(crate) struct Inner {
     pub tz: jiff::tz::TimeZone,
     /// Bumped whenever the escalation queue changes.
     pub queue: tokio::sync::watch::Receiver<u64>,
+    pub metrics: metrics::ConsoleMetrics,
 }
 
 impl ConsoleState {
@@ -131,7 +133,11 @@ impl ConsoleState {
             .limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        limiter.allow(addr, crate::store::now_ms())
+        let allowed = limiter.allow(addr, crate::store::now_ms());
+        if !allowed {
+            self.inner.metrics.sign_in("rate_limited");
+        }
+        allowed
     }
 }
 
@@ -191,6 +197,7 @@ impl Console {
         config: &Config,
         store: Store,
         audit: Audit,
+        registry: Option<&mut prometheus_client::registry::Registry>,
     ) -> Result<Console, ConsoleError> {
         let c = &config.console;
         let addr = SocketAddr::new(c.bind, c.port);
@@ -230,6 +237,7 @@ impl Console {
                 limiter: Mutex::new(ratelimit::RateLimit::new(c.sign_in_per_minute)),
                 assets: assets::Assets::load(&c.resolved_assets_dir()),
                 tz,
+                metrics: metrics::ConsoleMetrics::new(registry),
             }),
         };
         guard::sweep(state.clone());

@@ -158,6 +158,8 @@ pub async fn events(State(state): State<ConsoleState>, headers: HeaderMap) -> Re
 }
 
 struct Live {
+    /// Counts this stream as open while it lives.
+    _open: super::metrics::StreamGuard,
     state: ConsoleState,
     headers: HeaderMap,
     rx: tokio::sync::watch::Receiver<u64>,
@@ -172,6 +174,7 @@ fn live(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     rx.mark_unchanged();
     let start = Live {
+        _open: state.inner.metrics.stream_opened(),
         state,
         headers,
         rx,
