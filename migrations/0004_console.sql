@@ -22,7 +22,8 @@ CREATE TABLE console_users (
 
 -- Signed-in browsers. `id_hash` is SHA-256 (hex) of the cookie's random token: the database never
 -- holds a usable session id. `stage` is `password` (the password was right, the second factor is
--- still due), `change_password`, or `full`. `pending_totp` is a sealed seed being enrolled.
+-- still due), `change_password`, `full`, or `ended:REASON` (idle, expired, disabled: kept a while so
+-- that the browser's next request can be told why). `pending_totp` is a sealed seed being enrolled.
 CREATE TABLE console_sessions (
     id_hash      TEXT PRIMARY KEY,
     user_id      TEXT NOT NULL,

@@ -175,6 +175,22 @@ async fn console_accounts(store: &Store) {
             .last_seen_ms,
         20
     );
+    store.end_console_session("h1", "ended:idle").await.unwrap();
+    assert!(
+        store
+            .stale_console_sessions(1_000, 0, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "ended once"
+    );
+    assert_eq!(
+        store.console_session("h1").await.unwrap().unwrap().stage,
+        "ended:idle"
+    );
+    assert_eq!(store.purge_ended_console_sessions(20).await.unwrap(), 0);
+    assert_eq!(store.purge_ended_console_sessions(21).await.unwrap(), 1);
+    store.insert_console_session(&session).await.unwrap();
     assert_eq!(store.delete_console_sessions_of("u1").await.unwrap(), 1);
     assert_eq!(store.console_session("h1").await.unwrap(), None);
 

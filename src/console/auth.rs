@@ -110,8 +110,10 @@ pub fn bad_form(rejection: FormRejection) -> Response {
 pub async fn login_form(
     State(state): State<ConsoleState>,
     headers: HeaderMap,
-    Query(why): Query<Why>,
+    why: Result<Query<Why>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // A query we did not write (hand-edited, garbled) just shows no notice.
+    let why = why.map(|Query(w)| w).unwrap_or(Why { why: None });
     // Already signed in: straight on.
     if let Ok(Lookup::Found(_, stage, user)) = guard::lookup(&state, &headers, false).await {
         return Redirect::to(next_page(stage, &user)).into_response();

@@ -32,9 +32,10 @@ pub struct DoneForm {
 pub async fn page(
     State(state): State<ConsoleState>,
     Extension(staff): Extension<Staff>,
-    Query(flash): Query<Flash>,
+    flash: Result<Query<Flash>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    match page_inner(&state, &staff, flash.done.is_some()).await {
+    let just_done = flash.is_ok_and(|Query(f)| f.done.is_some());
+    match page_inner(&state, &staff, just_done).await {
         Ok(page) => page,
         Err(e) => {
             tracing::error!(error = %e, "console callbacks page failed");

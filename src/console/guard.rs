@@ -98,13 +98,18 @@ pub async fn lookup(
     let Some(row) = store.console_session(&hash).await? else {
         return Ok(Lookup::None(Some("ended")));
     };
+    if let Some(reason) = session::ended_reason(&row.stage) {
+        return Ok(Lookup::None(Some(reason)));
+    }
     let user = store.console_user_by_id(&row.user_id).await?;
     let stage = Stage::parse(&row.stage);
     let now = now_ms();
     let (user, stage) = match (user, stage) {
         (Some(user), Some(stage)) if !user.disabled => (user, stage),
         (user, _) => {
-            store.delete_console_session(&hash).await?;
+            store
+                .end_console_session(&hash, &session::ended_stage("disabled"))
+                .await?;
             let name = user.map(|u| u.name).unwrap_or_default();
             state
                 .audit_auth(&name, AuthAction::Logout, None, Some("disabled"))
@@ -117,7 +122,9 @@ pub async fn lookup(
         .policy
         .check(stage, row.created_ms, row.last_seen_ms, now);
     if verdict != Verdict::Live {
-        store.delete_console_session(&hash).await?;
+        store
+            .end_console_session(&hash, &session::ended_stage(verdict.reason()))
+            .await?;
         if stage == Stage::Full {
             state
                 .audit_auth(&user.name, AuthAction::Logout, None, Some(verdict.reason()))
@@ -241,7 +248,7 @@ impl ConsoleState {
     }
 }
 
-/// Ends sessions nobody came back to, every minute: the logoff is recorded when it happens, not
+/// Ends sessions nobody came back to, every minute, and deletes long-ended ones: the logoff is recorded when it happens, not
 /// only when the browser returns. (Each request checks expiry itself; this is the bookkeeping.)
 pub fn sweep(state: ConsoleState) {
     tokio::spawn(async move {
@@ -270,21 +277,27 @@ async fn sweep_once(state: &ConsoleState) -> Result<(), ConsoleError> {
     for (row, name) in stale {
         let stage = Stage::parse(&row.stage).unwrap_or(Stage::Password);
         let verdict = policy.check(stage, row.created_ms, row.last_seen_ms, now);
+        let reason = if verdict == Verdict::Live {
+            "idle"
+        } else {
+            verdict.reason()
+        };
         state
             .inner
             .store
-            .delete_console_session(&row.id_hash)
+            .end_console_session(&row.id_hash, &session::ended_stage(reason))
             .await?;
         if stage == Stage::Full {
-            let reason = if verdict == Verdict::Live {
-                "idle"
-            } else {
-                verdict.reason()
-            };
             state
                 .audit_auth(&name, AuthAction::Logout, None, Some(reason))
                 .await?;
         }
     }
+    // Ended sessions have told their browser why by now (or never will).
+    state
+        .inner
+        .store
+        .purge_ended_console_sessions(now - policy.max_ms)
+        .await?;
     Ok(())
 }

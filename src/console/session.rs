@@ -33,6 +33,23 @@ impl Stage {
     }
 }
 
+/// The `stage` an ended session is left with, so that the person's next request can be told why
+/// (`ended:idle`, `ended:expired`, `ended:disabled`); the sweep deletes these later.
+pub fn ended_stage(reason: &str) -> String {
+    format!("ended:{reason}")
+}
+
+/// Why a session ended, when its `stage` says it did.
+pub fn ended_reason(stage: &str) -> Option<&'static str> {
+    let reason = stage.strip_prefix("ended:")?;
+    Some(match reason {
+        "idle" => "idle",
+        "expired" => "expired",
+        "disabled" => "disabled",
+        _ => "ended",
+    })
+}
+
 /// The expiry rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -181,6 +198,15 @@ mod tests {
         assert!(!plausible_token(&format!("{}!", &a[..42])));
         assert_eq!(token_hash(&a).len(), 64);
         assert_ne!(token_hash(&a), a);
+    }
+
+    #[test]
+    fn an_ended_session_keeps_its_reason() {
+        assert_eq!(ended_reason(&ended_stage("idle")), Some("idle"));
+        assert_eq!(ended_reason(&ended_stage("disabled")), Some("disabled"));
+        assert_eq!(ended_reason("ended:whatever"), Some("ended"));
+        assert_eq!(ended_reason("full"), None);
+        assert_eq!(Stage::parse(&ended_stage("idle")), None);
     }
 
     #[test]

@@ -307,6 +307,30 @@ impl Store {
         Ok(())
     }
 
+    /// Ends a session but keeps its row with `stage` saying why (see `console::session`), so the
+    /// next request can be told; [`Store::purge_ended_console_sessions`] removes it later.
+    pub async fn end_console_session(&self, id_hash: &str, stage: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE console_sessions SET stage = $1, pending_totp = NULL WHERE id_hash = $2",
+        )
+        .bind(stage)
+        .bind(id_hash)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes ended sessions last used before `before_ms`.
+    pub async fn purge_ended_console_sessions(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM console_sessions WHERE stage LIKE 'ended:%' AND last_seen_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn delete_console_session(&self, id_hash: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
             .bind(id_hash)
@@ -315,7 +339,7 @@ impl Store {
         Ok(())
     }
 
-    /// Sessions past their time: idle since before `idle_cutoff_ms`, or made before
+    /// Live sessions past their time: idle since before `idle_cutoff_ms`, or made before
     /// `full_cutoff_ms` (signed in) / `pending_cutoff_ms` (half-way through signing in). Returns
     /// `(id_hash, stage, user name)`, at most 1000 at a time.
     pub async fn stale_console_sessions(
@@ -328,9 +352,9 @@ impl Store {
             "SELECT s.id_hash, s.user_id, s.stage, s.created_ms, s.last_seen_ms, s.pending_totp, \
              COALESCE(u.name, '') AS name FROM console_sessions s \
              LEFT JOIN console_users u ON u.id = s.user_id \
-             WHERE s.last_seen_ms < $1 \
+             WHERE s.stage NOT LIKE 'ended:%' AND (s.last_seen_ms < $1 \
              OR (s.stage = 'full' AND s.created_ms < $2) \
-             OR (s.stage <> 'full' AND s.created_ms < $3) LIMIT 1000",
+             OR (s.stage <> 'full' AND s.created_ms < $3)) LIMIT 1000",
         )
         .bind(idle_cutoff_ms)
         .bind(full_cutoff_ms)
