@@ -190,7 +190,7 @@ async fn login_inner(
     let now = now_ms();
     let Some(user) = user else {
         // Same work as a wrong password, so that timing does not tell which names exist.
-        verify_password(form.password, password::decoy_hash().to_string()).await;
+        verify_decoy(form.password).await;
         state
             .audit_auth(
                 &name,
@@ -209,7 +209,7 @@ async fn login_inner(
         ));
     };
     if user.disabled {
-        verify_password(form.password, password::decoy_hash().to_string()).await;
+        verify_decoy(form.password).await;
         state
             .audit_auth(
                 &name,
@@ -259,6 +259,13 @@ async fn login_inner(
     Ok(with_redirect(response, to))
 }
 
+/// A verification against the decoy hash (made on first use, also off the runtime).
+async fn verify_decoy(password: String) {
+    let _ =
+        tokio::task::spawn_blocking(move || password::verify(&password, password::decoy_hash()))
+            .await;
+}
+
 async fn verify_password(password: String, phc: String) -> bool {
     tokio::task::spawn_blocking(move || password::verify(&password, &phc))
         .await
@@ -303,7 +310,7 @@ impl ConsoleState {
                 Some(&format!("{} failures in a row", config.lockout_failures)),
             )
             .await?;
-            // A locked account keeps no half-open sessions.
+            // A locked account keeps no sessions: whoever failed may already hold the password.
             self.inner
                 .store
                 .delete_console_sessions_of(&user.id)
