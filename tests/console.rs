@@ -822,7 +822,7 @@ fn lockout_survives_a_restart_and_idle_sessions_end() {
 
 #[test]
 fn plain_http_only_on_loopback_without_hsts() {
-    let console = Console::start("plain_http = true\n");
+    let console = Console::start("plain_http = true\nsign_in_per_minute = 5\n");
     let url = format!("http://127.0.0.1:{}/login", console.port);
     let response = reqwest::blocking::get(&url).unwrap();
     assert_eq!(response.status(), 200);
@@ -838,6 +838,31 @@ fn plain_http_only_on_loopback_without_hsts() {
     );
     let log = console.log();
     assert!(log.contains("console on plain HTTP"), "{log}");
+    // One address gets `console.sign_in_per_minute` attempts (here 5), then 429.
+    let client = reqwest::blocking::Client::new();
+    let origin = format!("http://127.0.0.1:{}", console.port);
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| {
+            client
+                .post(&url)
+                .header("origin", &origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("name=nobody&password=guess")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    // Without an Origin header a POST is refused outright.
+    let bare = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=x&password=y")
+        .send()
+        .unwrap();
+    assert_eq!(bare.status(), 403);
     // Not on another address: the config check names the key.
     let out = console.cli(&["config", "check"]);
     assert!(out.status.success());
