@@ -71,6 +71,7 @@ pub struct Config {
     pub dialog: DialogConfig,
     pub speech: SpeechConfig,
     pub call: CallConfig,
+    pub console: ConsoleConfig,
 }
 
 /// The server process.
@@ -612,6 +613,161 @@ impl ModelsConfig {
     }
 }
 
+/// The front-desk console (`src/console/`): staff sign in (password + TOTP) and see the escalation
+/// queue, callbacks and call history over HTTPS on its own port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console. Off by default (`make run` turns it on).
+    pub enabled: bool,
+    /// Address the console listens on.
+    pub bind: IpAddr,
+    /// TCP port (1-65535).
+    #[serde(deserialize_with = "port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// PEM certificate chain for HTTPS. Empty (with `tls_key` empty) means a self-signed
+    /// certificate made at first start in `server.data_dir`/console-tls; its SHA-256 fingerprint
+    /// is printed at start-up.
+    pub tls_cert: PathBuf,
+    /// PEM private key for HTTPS (see `tls_cert`).
+    pub tls_key: PathBuf,
+    /// Serve plain HTTP instead of HTTPS. Allowed only when `console.bind` is a loopback address
+    /// (for development and tests behind nothing else); session cookies then lose `Secure`.
+    pub plain_http: bool,
+    /// Seconds without a request after which a session ends: automatic logoff, 164.312(a)(2)(iii)
+    /// (1-86400; 15 minutes by default). Live queue updates do not count as requests.
+    pub idle_timeout_secs: u64,
+    /// Hours a session may last at most, however active (1-168).
+    pub session_max_hours: u64,
+    /// Failed sign-ins (password or code) in a row that lock an account (1-100).
+    pub lockout_failures: u32,
+    /// Minutes an account stays locked after `lockout_failures` failures (1-10080).
+    pub lockout_mins: u64,
+    /// Sign-in attempts one client address may make per minute (1-10000); more get 429.
+    pub sign_in_per_minute: u32,
+    /// Minutes after which an open callback is shown as overdue (1-10080).
+    pub callback_overdue_mins: u64,
+    /// Directory holding the browser assets (`htmx.org/dist`, `htmx-ext-sse/dist`) installed by
+    /// `scripts/setup` from `console/package.json`. Empty means
+    /// `$CAREVOICE_CACHE/console/node/node_modules`. When they are missing, pages still work
+    /// without live updates.
+    pub assets_dir: PathBuf,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 8443,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            plain_http: false,
+            idle_timeout_secs: 900,
+            session_max_hours: 12,
+            lockout_failures: 5,
+            lockout_mins: 15,
+            sign_in_per_minute: 30,
+            callback_overdue_mins: 120,
+            assets_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// The assets directory with the default filled in.
+    pub fn resolved_assets_dir(&self) -> PathBuf {
+        if self.assets_dir.as_os_str().is_empty() {
+            cache_dir()
+                .join("console")
+                .join("node")
+                .join("node_modules")
+        } else {
+            self.assets_dir.clone()
+        }
+    }
+
+    fn validate(&self, errors: &mut Vec<KeyError>) {
+        let mut bad = |key: &str, message: String| {
+            errors.push(KeyError {
+                key: key.into(),
+                message,
+                from_env: None,
+            })
+        };
+        for (key, value, min, max) in [
+            (
+                "console.idle_timeout_secs",
+                self.idle_timeout_secs,
+                1,
+                86400,
+            ),
+            ("console.session_max_hours", self.session_max_hours, 1, 168),
+            (
+                "console.lockout_failures",
+                u64::from(self.lockout_failures),
+                1,
+                100,
+            ),
+            ("console.lockout_mins", self.lockout_mins, 1, 10080),
+            (
+                "console.sign_in_per_minute",
+                u64::from(self.sign_in_per_minute),
+                1,
+                10000,
+            ),
+            (
+                "console.callback_overdue_mins",
+                self.callback_overdue_mins,
+                1,
+                10080,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                bad(key, format!("expected an integer {min}-{max}, got {value}"));
+            }
+        }
+        if self.plain_http && !self.bind.is_loopback() {
+            bad(
+                "console.plain_http",
+                format!(
+                    "plain HTTP is allowed only on a loopback address, but console.bind is {}; \
+                     configure console.tls_cert/tls_key (or leave them empty for a self-signed certificate)",
+                    self.bind
+                ),
+            );
+        }
+        let (cert, key) = (
+            self.tls_cert.as_os_str().is_empty(),
+            self.tls_key.as_os_str().is_empty(),
+        );
+        if cert != key {
+            let missing = if cert {
+                "console.tls_cert"
+            } else {
+                "console.tls_key"
+            };
+            bad(
+                missing,
+                "must be set together with console.tls_cert and console.tls_key (or both left empty for a self-signed certificate)".into(),
+            );
+        }
+        if self.enabled && !cert && !self.tls_cert.is_file() {
+            bad(
+                "console.tls_cert",
+                format!("{}: no such file", self.tls_cert.display()),
+            );
+        }
+        if self.enabled && !key && !self.tls_key.is_file() {
+            bad(
+                "console.tls_key",
+                format!("{}: no such file", self.tls_key.display()),
+            );
+        }
+    }
+}
+
 /// The tamper-evident audit log and retention (see `src/audit/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -1038,6 +1194,7 @@ impl Config {
         }
         self.validate_telephony(&mut errors);
         self.validate_call(&mut errors);
+        self.console.validate(&mut errors);
         errors
     }
 
@@ -1586,6 +1743,36 @@ mod tests {
             "postgres://cv@db/x"
         );
         assert_eq!(mask_url_password("not a url"), "not a url");
+    }
+
+    #[test]
+    fn console_plain_http_only_on_loopback_and_tls_files_in_pairs() {
+        assert!(load("[console]\nplain_http = true\n", &[]).is_ok());
+        let err = load("[console]\nplain_http = true\nbind = \"0.0.0.0\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("console.plain_http: plain HTTP is allowed only on a loopback"),
+            "{err}"
+        );
+        let err = load("[console]\ntls_cert = \"/x.pem\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("console.tls_key: must be set together"),
+            "{err}"
+        );
+        let err = load("[console]\nidle_timeout_secs = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("console.idle_timeout_secs: expected an integer 1-86400, got 0"),
+            "{err}"
+        );
+        let err = load("", &[("CAREVOICE_CONSOLE__PORT", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console.port"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod call;
 pub mod config;
+pub mod console;
 pub mod dialog;
 pub mod emr;
 pub mod inference;

@@ -52,6 +52,9 @@ enum Command {
     /// Intake flows: check them, try them out.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Console accounts: add, list, disable, enable, reset the second factor.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Run a whole call from a text script against the configured EMR and print both sides.
     Call {
         /// Script file: one caller turn per line (`DTMF 5` is a key press, an empty line is
@@ -163,6 +166,26 @@ enum AuditCommand {
         #[arg(long)]
         print_seqs: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add an account; prints a one-time password (replaced at the first sign-in, where the
+    /// authenticator app is enrolled too).
+    Add {
+        /// `front_desk`, `admin` or `compliance`.
+        #[arg(long, default_value = "front_desk")]
+        role: String,
+        name: String,
+    },
+    /// List the accounts.
+    List,
+    /// Disable an account; its open sessions end at once.
+    Disable { name: String },
+    /// Enable a disabled account again (and clear its lockout).
+    Enable { name: String },
+    /// Forget an account's authenticator: it enrolls a new one at the next sign-in.
+    ResetMfa { name: String },
 }
 
 #[derive(Subcommand)]
@@ -604,12 +627,69 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rt.block_on(emr_command(&config, cmd))?;
         }
         Command::Audit(cmd) => return audit_command(&config, cmd),
+        Command::Users(cmd) => {
+            let rt = runtime()?;
+            rt.block_on(users_command(&config, cmd))?;
+        }
         Command::Keys(cmd) => {
             let rt = runtime()?;
             rt.block_on(keys_command(&config, cmd))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn users_command(config: &Config, cmd: UsersCommand) -> Result<()> {
+    use carevoice::console::{roles::Role, users};
+    let db = open_store(config).await?;
+    let audit = carevoice::audit::Audit::open(&db, config, true).await?;
+    let actor = carevoice::audit::cli_actor();
+    let result = async {
+        match cmd {
+            UsersCommand::Add { role, name } => {
+                let role = Role::parse(&role).with_context(|| {
+                    format!("--role {role:?}: expected front_desk, admin or compliance")
+                })?;
+                let one_time = users::add(&db, &audit, &actor, &name, role).await?;
+                println!("user {name} added ({})", role.as_str());
+                println!("one-time password: {one_time}");
+                println!(
+                    "Sign in at the console (https://{}:{}/); the password must be changed and an \
+                     authenticator app enrolled at the first sign-in.",
+                    config.console.bind, config.console.port
+                );
+            }
+            UsersCommand::List => {
+                let now = store::now_ms();
+                let all = db.console_users().await?;
+                if all.is_empty() {
+                    println!("no console users yet (carevoice users add --role admin NAME)");
+                }
+                for u in &all {
+                    println!("{}", users::describe(u, now));
+                }
+            }
+            UsersCommand::Disable { name } => {
+                users::set_disabled(&db, &audit, &actor, &name, true).await?;
+                println!("user {name} disabled; open sessions are refused from their next request");
+            }
+            UsersCommand::Enable { name } => {
+                users::set_disabled(&db, &audit, &actor, &name, false).await?;
+                println!("user {name} enabled");
+            }
+            UsersCommand::ResetMfa { name } => {
+                users::reset_mfa(&db, &audit, &actor, &name).await?;
+                println!(
+                    "user {name}: authenticator reset; a new one is enrolled at the next sign-in"
+                );
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    audit.log.shutdown().await?;
+    db.close().await;
+    result
 }
 
 async fn open_store(config: &Config) -> Result<Store> {

@@ -36,6 +36,8 @@ pub enum ServerError {
     Pipeline(String),
     #[error("emr: {0}")]
     Emr(#[from] crate::emr::EmrError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 /// Everything `serve` needs, assembled and ready.
@@ -50,6 +52,8 @@ pub struct Server {
     speech: Option<Arc<crate::speech::Engines>>,
     /// Call progress, served on the admin port.
     call_events: Arc<crate::call::events::CallEvents>,
+    /// The staff console, when `console.enabled`.
+    console: Option<crate::console::Console>,
 }
 
 impl Server {
@@ -134,6 +138,19 @@ impl Server {
                 .map_err(ServerError::FlowWatch)?;
             sip.set_handler(Arc::new(crate::call::LivePipeline::new(services)));
         }
+        let console = if config.console.enabled {
+            Some(
+                crate::console::Console::bind(
+                    &config,
+                    store.clone(),
+                    audit.clone(),
+                    Some(metrics.registry_mut()),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             config,
             store,
@@ -143,6 +160,7 @@ impl Server {
             sip,
             speech,
             call_events,
+            console,
         })
     }
 
@@ -158,6 +176,11 @@ impl Server {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listener.local_addr().ok()
+    }
+
+    /// The console's address, when it is enabled.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().and_then(|c| c.local_addr())
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight work finish within the grace period.
@@ -183,6 +206,12 @@ impl Server {
                 grace,
             ))
         });
+        let (console_stop_tx, console_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let console = self.console.map(|console| {
+            tokio::spawn(console.run(async {
+                let _ = console_stop_rx.await;
+            }))
+        });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(
             axum::serve(self.admin_listener, router)
@@ -195,6 +224,15 @@ impl Server {
         let _ = stopping_rx.await;
         tracing::info!(grace_secs = grace.as_secs(), "shutting down");
         let _ = sip_stop_tx.send(());
+        let _ = console_stop_tx.send(());
+        if let Some(console) = console {
+            // Open live-update streams end with the server; a short grace is plenty for pages.
+            match tokio::time::timeout(Duration::from_secs(2), console).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "console stopped with an error"),
+                Ok(Err(join)) => tracing::error!(error = %join, "console task failed"),
+                _ => {}
+            }
+        }
         if let Some(sip) = sip {
             // SIP drains for `grace` itself, then sends its BYEs and waits a moment for answers.
             let _ = tokio::time::timeout(grace + Duration::from_secs(3), sip).await;

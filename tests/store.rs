@@ -4,6 +4,8 @@ mod support;
 
 use carevoice::config::{DatabaseUrl, StoreConfig};
 use carevoice::store::calls::{CallRecord, Channel};
+use carevoice::store::console::{ConsoleUser, SessionRow};
+use carevoice::store::escalations::EscalationRecord;
 use carevoice::store::{Engine, Store};
 use support::postgres::Postgres;
 
@@ -72,6 +74,162 @@ async fn exercise(store: &Store) {
         t.await.unwrap().unwrap();
     }
     assert_eq!(store.recent_calls(100).await.unwrap().len(), 42);
+
+    console_accounts(store).await;
+}
+
+/// The console's tables (migration 0004) on this engine: unique names, the lockout counter, the
+/// one-time TOTP step, sessions, and a callback done once.
+async fn console_accounts(store: &Store) {
+    let user = ConsoleUser {
+        id: "u1".into(),
+        name: "ann".into(),
+        role: "front_desk".into(),
+        password_hash: "$argon2id$...".into(),
+        must_change: true,
+        totp_sealed: None,
+        totp_last_step: None,
+        failed_logins: 0,
+        locked_until_ms: None,
+        disabled: false,
+        created_ms: 1,
+    };
+    assert!(store.insert_console_user(&user).await.unwrap());
+    let twin = ConsoleUser {
+        id: "u2".into(),
+        ..user.clone()
+    };
+    assert!(
+        !store.insert_console_user(&twin).await.unwrap(),
+        "names are unique"
+    );
+    for n in 1..=2 {
+        let f = store.record_login_failure("u1", 3, 9_000).await.unwrap();
+        assert!(!f.locked_now, "failure {n}");
+    }
+    assert!(
+        store
+            .record_login_failure("u1", 3, 9_000)
+            .await
+            .unwrap()
+            .locked_now
+    );
+    let locked = store.console_user_by_name("ann").await.unwrap().unwrap();
+    assert_eq!(
+        (locked.locked_until_ms, locked.failed_logins),
+        (Some(9_000), 0)
+    );
+    store.clear_login_failures("u1").await.unwrap();
+    assert_eq!(
+        store
+            .console_user_by_id("u1")
+            .await
+            .unwrap()
+            .unwrap()
+            .locked_until_ms,
+        None
+    );
+
+    store
+        .set_console_totp("u1", Some("v1.k.sealed"), Some(100))
+        .await
+        .unwrap();
+    assert!(
+        !store.accept_totp_step("u1", 100).await.unwrap(),
+        "a step is used once"
+    );
+    assert!(store.accept_totp_step("u1", 101).await.unwrap());
+    assert!(
+        !store.accept_totp_step("u1", 100).await.unwrap(),
+        "no going back"
+    );
+
+    let session = SessionRow {
+        id_hash: "h1".into(),
+        user_id: "u1".into(),
+        stage: "full".into(),
+        created_ms: 10,
+        last_seen_ms: 10,
+        pending_totp: None,
+    };
+    store.insert_console_session(&session).await.unwrap();
+    store.touch_console_session("h1", 20).await.unwrap();
+    assert!(
+        store
+            .stale_console_sessions(20, 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stale = store.stale_console_sessions(21, 0, 0).await.unwrap();
+    assert_eq!(
+        (stale[0].0.id_hash.as_str(), stale[0].1.as_str()),
+        ("h1", "ann")
+    );
+    assert_eq!(
+        store
+            .console_session("h1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_ms,
+        20
+    );
+    store.end_console_session("h1", "ended:idle").await.unwrap();
+    assert!(
+        store
+            .stale_console_sessions(1_000, 0, 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "ended once"
+    );
+    assert_eq!(
+        store.console_session("h1").await.unwrap().unwrap().stage,
+        "ended:idle"
+    );
+    assert_eq!(store.purge_ended_console_sessions(20).await.unwrap(), 0);
+    assert_eq!(store.purge_ended_console_sessions(21).await.unwrap(), 1);
+    store.insert_console_session(&session).await.unwrap();
+    assert_eq!(store.delete_console_sessions_of("u1").await.unwrap(), 1);
+    assert_eq!(store.console_session("h1").await.unwrap(), None);
+
+    store
+        .insert_escalation(&EscalationRecord {
+            id: "e1".into(),
+            call_id: "a".into(),
+            created_ms: 5,
+            reason: "human".into(),
+            urgent: false,
+            identity: "unverified".into(),
+            outcome: "callback".into(),
+            summary_sealed: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.open_escalations(10).await.unwrap().len(), 1);
+    assert!(
+        store
+            .complete_callback("e1", 50, "ann", Some("v1.k.note"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_callback("e1", 60, "ann", None)
+            .await
+            .unwrap(),
+        "done once"
+    );
+    assert!(store.open_escalations(10).await.unwrap().is_empty());
+    assert_eq!(
+        store.escalation("e1").await.unwrap().unwrap().outcome,
+        "called_back"
+    );
+    assert_eq!(
+        store.recent_callback_results(5).await.unwrap(),
+        vec![("e1".to_string(), 50, "ann".to_string())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,7 +114,7 @@ const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 fn audit_event(r: &Record, body: &Value, phi: &Value, transcript: &Value) -> Value {
     let kind_coding = coding("urn:carevoice:audit-kind", &r.kind, &r.kind);
     let failed = body["outcome"].as_str().is_some_and(|o| o != "ok")
-        || body["action"].as_str() == Some("login_failed");
+        || matches!(body["action"].as_str(), Some("login_failed" | "lockout"));
     let (event_type, subtype, action) = match r.kind.as_str() {
         "fhir_access" => {
             let op = body["op"].as_str().unwrap_or("read");

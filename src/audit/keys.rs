@@ -97,16 +97,25 @@ pub enum Purpose {
     Transcript,
     /// Other PHI columns of the store (escalation summaries, messages).
     Phi,
+    /// Sign-in secrets of console accounts (TOTP seeds): never pruned, since shredding them would
+    /// lock every account out; `users reset-mfa` replaces one.
+    Credential,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 3] = [Purpose::Audit, Purpose::Transcript, Purpose::Phi];
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Audit,
+        Purpose::Transcript,
+        Purpose::Phi,
+        Purpose::Credential,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Audit => "audit",
             Purpose::Transcript => "transcript",
             Purpose::Phi => "phi",
+            Purpose::Credential => "credential",
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod export;
 pub mod keys;
 pub mod prune;
 pub mod record;
+pub mod turns;
 pub mod verify;
 
 use std::time::{Duration, Instant};

@@ -26,11 +26,14 @@ pub struct Summary {
     pub data_keys_destroyed: Vec<String>,
 }
 
-fn retention_days(config: &AuditConfig, purpose: Purpose) -> u64 {
+/// Days the data keys of `purpose` stay readable; `None`: kept (credentials are replaced, not
+/// expired).
+fn retention_days(config: &AuditConfig, purpose: Purpose) -> Option<u64> {
     match purpose {
-        Purpose::Audit => config.retention_days,
-        Purpose::Transcript => config.transcript_retention_days,
-        Purpose::Phi => config.phi_retention_days,
+        Purpose::Audit => Some(config.retention_days),
+        Purpose::Transcript => Some(config.transcript_retention_days),
+        Purpose::Phi => Some(config.phi_retention_days),
+        Purpose::Credential => None,
     }
 }
 
@@ -69,7 +72,10 @@ pub async fn prune(
 
     let mut expired_keys = Vec::new();
     for purpose in Purpose::ALL {
-        let cutoff = as_of_ms.saturating_sub(retention_days(config, purpose) as i64 * DAY_MS);
+        let Some(days) = retention_days(config, purpose) else {
+            continue;
+        };
+        let cutoff = as_of_ms.saturating_sub(days as i64 * DAY_MS);
         let rows = sqlx::query(
             "SELECT id FROM data_keys WHERE purpose = $1 AND period_end_ms <= $2 \
              AND wrapped IS NOT NULL ORDER BY id",

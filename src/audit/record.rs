@@ -52,6 +52,12 @@ impl Confidential {
     pub fn from_patient(id: &PatientId) -> Self {
         Self(id.as_str().to_string())
     }
+
+    /// The text, for the one place that shows it to a person after recording that it did (the
+    /// console's audited disclosure, `console::disclosure`).
+    pub fn expose_for_disclosure(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Confidential {
@@ -145,6 +151,12 @@ pub enum AuthAction {
     Login,
     Logout,
     LoginFailed,
+    /// Too many failures in a row: the account is locked for a while.
+    Lockout,
+    /// A second factor (TOTP) was enrolled at first sign-in.
+    MfaEnrolled,
+    /// The user set a new password (the one-time password is forced to change).
+    PasswordChanged,
 }
 
 impl AuthAction {
@@ -153,11 +165,15 @@ impl AuthAction {
             AuthAction::Login => "login",
             AuthAction::Logout => "logout",
             AuthAction::LoginFailed => "login_failed",
+            AuthAction::Lockout => "lockout",
+            AuthAction::MfaEnrolled => "mfa_enrolled",
+            AuthAction::PasswordChanged => "password_changed",
         }
     }
 }
 
-/// Console login, logout or failed login.
+/// Console sign-in events: login, logout (with why: `user`, `idle`, `expired`, `disabled`),
+/// failed login, lockout, MFA enrollment, password change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
     /// The user name given (for a failed login, whatever was typed).

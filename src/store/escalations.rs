@@ -14,7 +14,8 @@ pub struct EscalationRecord {
     pub urgent: bool,
     /// `verified` or `unverified`.
     pub identity: String,
-    /// `transferred`, `callback` (no transfer target, or the transfer failed).
+    /// `pending` (transfer under way), `transferred`, `callback` (no transfer target, or the
+    /// transfer failed), `called_back` (staff marked the callback done in the console).
     pub outcome: String,
     /// Sealed summary (PHI), only for verified callers.
     pub summary_sealed: Option<String>,
@@ -49,6 +50,31 @@ impl Store {
         Ok(())
     }
 
+    /// Escalations still waiting for staff (outcome `pending` or `callback`), oldest first: the
+    /// console's queue order.
+    pub async fn open_escalations(&self, limit: i64) -> Result<Vec<EscalationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, call_id, created_ms, reason, urgent, identity, outcome, summary \
+             FROM escalations WHERE outcome IN ('pending', 'callback') \
+             ORDER BY created_ms, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(escalation_from_row).collect()
+    }
+
+    pub async fn escalation(&self, id: &str) -> Result<Option<EscalationRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, call_id, created_ms, reason, urgent, identity, outcome, summary \
+             FROM escalations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(escalation_from_row).transpose()
+    }
+
     /// The newest escalations first.
     pub async fn recent_escalations(
         &self,
@@ -61,19 +87,19 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EscalationRecord {
-                    id: r.try_get(0)?,
-                    call_id: r.try_get(1)?,
-                    created_ms: r.try_get(2)?,
-                    reason: r.try_get(3)?,
-                    urgent: r.try_get::<i64, _>(4)? != 0,
-                    identity: r.try_get(5)?,
-                    outcome: r.try_get(6)?,
-                    summary_sealed: r.try_get(7)?,
-                })
-            })
-            .collect()
+        rows.iter().map(escalation_from_row).collect()
     }
+}
+
+fn escalation_from_row(r: &sqlx::any::AnyRow) -> Result<EscalationRecord, StoreError> {
+    Ok(EscalationRecord {
+        id: r.try_get(0)?,
+        call_id: r.try_get(1)?,
+        created_ms: r.try_get(2)?,
+        reason: r.try_get(3)?,
+        urgent: r.try_get::<i64, _>(4)? != 0,
+        identity: r.try_get(5)?,
+        outcome: r.try_get(6)?,
+        summary_sealed: r.try_get(7)?,
+    })
 }

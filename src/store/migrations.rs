@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "escalations",
         include_str!("../../migrations/0003_escalations.sql"),
     ),
+    (
+        4,
+        "console",
+        include_str!("../../migrations/0004_console.sql"),
+    ),
 ];
 
 pub fn migrator() -> Migrator {

@@ -7,6 +7,7 @@
 //! blob types differ).
 
 pub mod calls;
+pub mod console;
 pub mod escalations;
 pub mod meta;
 mod migrations;

@@ -64,6 +64,33 @@ impl Server {
         }
     }
 
+    /// Stops the server and starts it again on the same data dir and config (same ports).
+    pub fn restart(self) -> Server {
+        let Server {
+            admin_port,
+            dir,
+            child,
+        } = self;
+        drop(child);
+        let config_path = dir.path().join("carevoice.toml");
+        let mut cmd = command(dir.path(), &[]);
+        cmd.arg("--config").arg(&config_path).arg("serve");
+        let mut child = ChildGuard::spawn("carevoice serve", cmd, &dir.path().join("serve.log"));
+        let health = format!("http://127.0.0.1:{admin_port}/healthz");
+        child.wait_ready(Duration::from_secs(30), || {
+            matches!(http_get(&health), Some((200, _)))
+        });
+        Server {
+            admin_port,
+            dir,
+            child,
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("carevoice.toml")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
