@@ -850,6 +850,23 @@ mod tests {
         assert!(p.marker);
     }
 
+    /// `n` packets of a loud PCMU signal from `caller` to `to`, paced at 20 ms.
+    async fn send_loud_pcmu(caller: &UdpSocket, to: SocketAddr, n: u16, buf: &mut Vec<u8>) {
+        for i in 0..n {
+            RtpPacket {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: i,
+                timestamp: i as u32 * 160,
+                ssrc: 5,
+                payload: &[0x80; 160],
+            }
+            .write(buf);
+            caller.send_to(buf, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
     async fn digits_and_the_end_are_never_dropped_when_the_audio_lane_is_full() {
         use crate::media::{CallerSignal, edge};
@@ -863,19 +880,7 @@ mod tests {
         let (updates_tx, updates_rx) = mpsc::channel(4);
         let task = tokio::spawn(run(ours, media, peer, updates_rx, || {}));
         let mut buf = Vec::new();
-        for i in 0..25u16 {
-            RtpPacket {
-                marker: i == 0,
-                payload_type: 0,
-                sequence: i,
-                timestamp: i as u32 * 160,
-                ssrc: 5,
-                payload: &[0x80; 160],
-            }
-            .write(&mut buf);
-            caller.send_to(&buf, ours_addr).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        send_loud_pcmu(&caller, ours_addr, 25, &mut buf).await;
         for (n, digit) in [(9u8, '9'), (1, '1'), (5, '5')] {
             for end in [false, true] {
                 RtpPacket {
@@ -926,19 +931,7 @@ mod tests {
         }));
         // The caller sends 10 packets of a loud signal and a DTMF event.
         let mut buf = Vec::new();
-        for i in 0..10u16 {
-            RtpPacket {
-                marker: i == 0,
-                payload_type: 0,
-                sequence: i,
-                timestamp: i as u32 * 160,
-                ssrc: 5,
-                payload: &[0x80; 160],
-            }
-            .write(&mut buf);
-            caller.send_to(&buf, ours_addr).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        send_loud_pcmu(&caller, ours_addr, 10, &mut buf).await;
         RtpPacket {
             marker: true,
             payload_type: 101,
